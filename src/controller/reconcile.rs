@@ -1,0 +1,331 @@
+//! The reconcile pipeline: validate → build desired children → apply → status.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Secret},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event as KubeEvent, EventType},
+        finalizer::{Event, finalizer},
+        reflector::ObjectRef,
+    },
+};
+use rand::RngCore;
+use serde_json::json;
+
+use super::{
+    apply::{apply_child, check_owned, delete_child},
+    children::desired_children,
+    config::{ConfigProblem, check_not_self_copy, check_secret_ref, secret_refs},
+    context::Context,
+    error::{Error, Result},
+    labels::{
+        FIELD_MANAGER, FINALIZER, TOKEN_KEY, autoscaler_name, credential_secret_name, job_selector,
+    },
+    status::{FleetObservation, Observation, desired_status, phase_changed},
+};
+use crate::api::{MigrationJob, MigrationJobStatus};
+
+/// How often a job is looked at again when nothing triggers it.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Reconciles one MigrationJob.
+pub async fn reconcile(job: Arc<MigrationJob>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    let namespace = job.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<MigrationJob> = Api::namespaced(ctx.client.clone(), &namespace);
+    let job_ref = ObjectRef::from_obj(job.as_ref());
+    let action = finalizer(&api, FINALIZER, job, |event| async {
+        match event {
+            Event::Apply(job) => apply(&job, &ctx).await,
+            Event::Cleanup(job) => cleanup(&job, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.reset_backoff(&job_ref);
+    Ok(action)
+}
+
+/// What the controller does after a failed reconcile: count it, tell the
+/// user, and retry with exponential backoff (never immediately).
+pub fn error_policy(job: Arc<MigrationJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.next_backoff(&ObjectRef::from_obj(job.as_ref()));
+    ctx.metrics.reconcile_failed(error.metric_label());
+    tracing::warn!(
+        job = %job.name_any(),
+        namespace = job.namespace().unwrap_or_default(),
+        error = %error,
+        retry_in_s = delay.as_secs(),
+        "reconcile failed"
+    );
+    if !matches!(error, Error::NotLeader) {
+        let note = format!("{error}; retrying in {}s", delay.as_secs());
+        tokio::spawn(async move {
+            let event = KubeEvent {
+                type_: EventType::Warning,
+                reason: "ReconcileError".into(),
+                note: Some(note),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            let _ = ctx.publish(&job, event).await;
+        });
+    }
+    Action::requeue(delay)
+}
+
+async fn apply(job: &MigrationJob, ctx: &Context) -> Result<Action> {
+    let namespace = job.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let observation = match check_config(job, ctx, &namespace).await? {
+        Err(problem) => Observation::Blocked(problem),
+        Ok(()) => match ensure_children(job, ctx, &namespace).await? {
+            Err(problem) => Observation::Blocked(problem),
+            Ok(fleet) => Observation::Fleet(fleet),
+        },
+    };
+    let status = desired_status(job, &observation, now());
+    ctx.metrics
+        .set_phase(&namespace, &job.name_any(), Some(status.phase));
+    if job.status.as_ref() != Some(&status) {
+        write_status(job, ctx, &namespace, &status).await?;
+        announce(job, ctx, &observation, &status).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The current time at the precision the API stores (whole seconds), so that
+/// a computed status compares equal to the stored one.
+fn now() -> Time {
+    let now = Timestamp::now();
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+/// Step 1: the referenced Secrets exist and hold their keys.
+async fn check_config(
+    job: &MigrationJob,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Result<(), ConfigProblem>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut values = Vec::new();
+    let mut fetched: Vec<(String, Option<Secret>)> = Vec::new();
+    for used in secret_refs(job) {
+        let name = &used.secret.name;
+        if !fetched.iter().any(|(n, _)| n == name) {
+            let secret = secrets.get_opt(name).await?;
+            fetched.push((name.clone(), secret));
+        }
+        let found = fetched
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, s)| s.as_ref());
+        match check_secret_ref(namespace, &used, found) {
+            Ok(value) => values.push(value.to_vec()),
+            Err(problem) => return Ok(Err(problem)),
+        }
+    }
+    if let [source, target] = values.as_slice()
+        && let Err(problem) = check_not_self_copy(job, source, target)
+    {
+        return Ok(Err(problem));
+    }
+    Ok(Ok(()))
+}
+
+/// Steps 2 and 3: build the desired children and apply those that changed.
+async fn ensure_children(
+    job: &MigrationJob,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Result<FleetObservation, ConfigProblem>> {
+    let name = job.name_any();
+    let uid = job.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let owner = job
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingMetadata("uid"))?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let autoscalers: Api<HorizontalPodAutoscaler> =
+        Api::namespaced(ctx.client.clone(), namespace);
+
+    let credential = secrets.get_opt(&credential_secret_name(&name)).await?;
+    let existing_deployments = deployments
+        .list(&ListParams::default().labels(&job_selector(&name)))
+        .await?
+        .items;
+    let autoscaler = autoscalers.get_opt(&autoscaler_name(&name)).await?;
+
+    for owned in [credential.as_ref().map(|s| check_owned(s, &uid, &name))]
+        .into_iter()
+        .chain([autoscaler.as_ref().map(|a| check_owned(a, &uid, &name))])
+        .flatten()
+    {
+        if let Err(problem) = owned {
+            return Ok(Err(problem));
+        }
+    }
+
+    let token = credential
+        .as_ref()
+        .and_then(|s| s.data.as_ref()?.get(TOKEN_KEY))
+        .and_then(|t| String::from_utf8(t.0.clone()).ok())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(new_token);
+    let desired = desired_children(job, &owner, &ctx.settings, &token);
+    let deployment_name = desired.deployment.name_any();
+    let current_deployment = existing_deployments
+        .iter()
+        .find(|d| d.name_any() == deployment_name)
+        .cloned();
+    if let Some(d) = &current_deployment
+        && let Err(problem) = check_owned(d, &uid, &name)
+    {
+        return Ok(Err(problem));
+    }
+
+    // Dependency order: the credential before the pods that mount it, the
+    // Deployment before the autoscaler that targets it.
+    if let Err(p) = apply_child(ctx, &secrets, &desired.credential, credential, "secrets").await? {
+        return Ok(Err(p));
+    }
+    let deployment = match apply_child(
+        ctx,
+        &deployments,
+        &desired.deployment,
+        current_deployment,
+        "deployments",
+    )
+    .await?
+    {
+        Ok(applied) => applied.into_inner(),
+        Err(p) => return Ok(Err(p)),
+    };
+    if let Err(p) = apply_child(
+        ctx,
+        &autoscalers,
+        &desired.autoscaler,
+        autoscaler,
+        "horizontalpodautoscalers",
+    )
+    .await?
+    {
+        return Ok(Err(p));
+    }
+    // Worker Deployments of earlier revisions of this job are orphans now.
+    for old in existing_deployments
+        .iter()
+        .filter(|d| d.name_any() != deployment_name)
+        .filter(|d| check_owned(*d, &uid, &name).is_ok())
+    {
+        delete_child(ctx, &deployments, &old.name_any(), "deployments").await?;
+    }
+    Ok(Ok(FleetObservation::from_deployment(Some(&deployment))))
+}
+
+/// A fresh worker credential: 32 random bytes, hex-encoded.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Step 4: write the status (server-side apply of the status subresource).
+async fn write_status(
+    job: &MigrationJob,
+    ctx: &Context,
+    namespace: &str,
+    status: &MigrationJobStatus,
+) -> Result<()> {
+    ctx.ensure_leader()?;
+    ctx.metrics.write("migrationjobs/status", "apply");
+    let api: Api<MigrationJob> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": MigrationJob::api_version(&()),
+        "kind": MigrationJob::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &job.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Events for what changed: a new phase, or a new configuration problem.
+async fn announce(
+    job: &MigrationJob,
+    ctx: &Context,
+    observation: &Observation,
+    status: &MigrationJobStatus,
+) -> Result<()> {
+    let before = job.status.as_ref();
+    if let Observation::Blocked(problem) = observation {
+        let ready_before = before
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| (c.reason.as_str(), c.message.as_str()));
+        if ready_before != Some((problem.reason, problem.message.as_str())) {
+            let event = KubeEvent {
+                type_: EventType::Warning,
+                reason: problem.reason.into(),
+                note: Some(problem.message.clone()),
+                action: "Validate".into(),
+                secondary: None,
+            };
+            ctx.publish(job, event).await?;
+        }
+    }
+    if phase_changed(before, status) {
+        let from = before.map_or("none".to_owned(), |s| s.phase.to_string());
+        let event = KubeEvent {
+            type_: EventType::Normal,
+            reason: status.phase.to_string(),
+            note: Some(format!("Phase changed from {from} to {}", status.phase)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        ctx.publish(job, event).await?;
+    }
+    Ok(())
+}
+
+/// On deletion: stop the workers before the job disappears.
+async fn cleanup(job: &MigrationJob, ctx: &Context) -> Result<Action> {
+    let namespace = job.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let name = job.name_any();
+    let uid = job.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let autoscalers: Api<HorizontalPodAutoscaler> =
+        Api::namespaced(ctx.client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    delete_child(ctx, &autoscalers, &autoscaler_name(&name), "horizontalpodautoscalers").await?;
+    for d in deployments
+        .list(&ListParams::default().labels(&job_selector(&name)))
+        .await?
+        .items
+        .iter()
+        .filter(|d| check_owned(*d, &uid, &name).is_ok())
+    {
+        delete_child(ctx, &deployments, &d.name_any(), "deployments").await?;
+    }
+    delete_child(ctx, &secrets, &credential_secret_name(&name), "secrets").await?;
+    ctx.metrics.set_phase(&namespace, &name, None);
+    let event = KubeEvent {
+        type_: EventType::Normal,
+        reason: "Deleted".into(),
+        note: Some("Workers stopped and children removed".into()),
+        action: "Cleanup".into(),
+        secondary: None,
+    };
+    ctx.publish(job, event).await?;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,102 @@
+//! The `freight` command: `freight operator`, `freight crd`.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use freight::{
+    operator::{self, OperatorConfig},
+    telemetry::{self, LogFormat},
+};
+
+/// Freight runs data migration jobs on Kubernetes.
+#[derive(Parser)]
+#[command(name = "freight", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator: reconcile MigrationJobs into worker fleets.
+    Operator(OperatorArgs),
+    /// Print the MigrationJob CustomResourceDefinition (YAML).
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "FREIGHT_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Listen address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "FREIGHT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Worker image for jobs that do not set spec.workers.image (normally the
+    /// operator's own image).
+    #[arg(long, env = "FREIGHT_WORKER_IMAGE", default_value = "ghcr.io/freight-dev/freight:latest")]
+    worker_image: String,
+    /// Elect a leader with a Lease so that several replicas are safe.
+    #[arg(long, env = "FREIGHT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "FREIGHT_LEASE_NAME", default_value = "freight-operator")]
+    lease_name: String,
+    /// Seconds the lease stays valid without renewal; a standby takes over after it.
+    #[arg(long, env = "FREIGHT_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// This replica's identity (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "FREIGHT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match freight::crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Operator(args) => {
+            telemetry::init(args.log_format);
+            let identity = args.identity.unwrap_or_else(default_identity);
+            let cfg = OperatorConfig {
+                namespace: args.namespace.filter(|n| !n.is_empty()),
+                metrics_addr: args.metrics_addr,
+                worker_image: args.worker_image,
+                leader_election: args.leader_election,
+                lease_namespace: args.lease_namespace,
+                lease_name: args.lease_name,
+                identity,
+                lease_duration_seconds: args.lease_duration_seconds.max(3),
+            };
+            match operator::run(cfg).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "freight".to_owned());
+    format!("{host}-{}", std::process::id())
+}
