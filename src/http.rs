@@ -76,7 +76,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Serves the endpoints on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: SharedMetrics, readiness: Readiness) -> Result<(), HttpError> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: SharedMetrics,
+    readiness: Readiness,
+) -> Result<(), HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;

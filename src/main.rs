@@ -34,7 +34,11 @@ struct OperatorArgs {
     metrics_addr: SocketAddr,
     /// Worker image for jobs that do not set spec.workers.image (normally the
     /// operator's own image).
-    #[arg(long, env = "FREIGHT_WORKER_IMAGE", default_value = "ghcr.io/freight-dev/freight:latest")]
+    #[arg(
+        long,
+        env = "FREIGHT_WORKER_IMAGE",
+        default_value = "ghcr.io/freight-dev/freight:latest"
+    )]
     worker_image: String,
     /// Elect a leader with a Lease so that several replicas are safe.
     #[arg(long, env = "FREIGHT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]

@@ -9,12 +9,7 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client, Resource,
     core::PartialObjectMeta,
-    runtime::{
-        Controller,
-        controller::Config as ControllerConfig,
-        events::Reporter,
-        watcher,
-    },
+    runtime::{Controller, controller::Config as ControllerConfig, events::Reporter, watcher},
 };
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use serde::de::DeserializeOwned;
@@ -194,8 +189,12 @@ async fn run_controller(
             instance: Some(cfg.identity.clone()),
         },
     ));
-    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=freight-operator");
-    let controller = Controller::new(scoped::<MigrationJob>(&client, ns), watcher::Config::default());
+    let managed =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=freight-operator");
+    let controller = Controller::new(
+        scoped::<MigrationJob>(&client, ns),
+        watcher::Config::default(),
+    );
     let store = controller.store();
     // Secrets are watched as metadata only: enough to notice that a referenced
     // Secret appeared or changed, without streaming Secret data.

@@ -21,7 +21,12 @@ pub fn init(format: LogFormat) {
     match format {
         LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(false))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
             .init(),
     }
 }

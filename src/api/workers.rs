@@ -30,7 +30,10 @@ pub struct WorkersSpec {
     pub resources: Option<ResourceRequirements>,
     /// Average CPU utilization (percent of the CPU request) the autoscaler aims
     /// for (1-100). Default 70.
-    #[serde(default = "default_cpu_target", rename = "targetCPUUtilizationPercentage")]
+    #[serde(
+        default = "default_cpu_target",
+        rename = "targetCPUUtilizationPercentage"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
 }

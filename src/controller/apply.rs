@@ -36,7 +36,11 @@ impl<K> Applied<K> {
 
 /// Refuses to take over an object of the same name that this job does not
 /// control (someone else's Deployment, say).
-pub fn check_owned<K: Resource<DynamicType = ()>>(existing: &K, owner_uid: &str, owner: &str) -> Result<(), ConfigProblem> {
+pub fn check_owned<K: Resource<DynamicType = ()>>(
+    existing: &K,
+    owner_uid: &str,
+    owner: &str,
+) -> Result<(), ConfigProblem> {
     let controlled = existing
         .owner_references()
         .iter()
@@ -78,7 +82,10 @@ where
     ctx.ensure_leader()?;
     ctx.metrics.write(resource, "apply");
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api.patch(&desired.name_any(), &params, &Patch::Apply(desired)).await {
+    match api
+        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
+        .await
+    {
         Ok(obj) => Ok(Ok(Applied::Written(obj))),
         Err(kube::Error::Api(status)) if status.code == 422 => Ok(Err(ConfigProblem {
             reason: "InvalidWorkerTemplate",
@@ -94,7 +101,12 @@ where
 }
 
 /// Deletes a child; one that is already gone is fine.
-pub async fn delete_child<K>(ctx: &Context, api: &Api<K>, name: &str, resource: &'static str) -> Result<()>
+pub async fn delete_child<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    name: &str,
+    resource: &'static str,
+) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {

@@ -17,8 +17,7 @@ use k8s_openapi::{
         core::v1::{
             Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
             HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-            Probe, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Volume,
-            VolumeMount,
+            Probe, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{

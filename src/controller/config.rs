@@ -149,7 +149,10 @@ mod tests {
         let p = check_secret_ref("crm", &used, None).unwrap_err();
         assert_eq!(p.reason, "SecretNotFound");
         assert!(p.message.contains("crm/legacy-db"), "{}", p.message);
-        assert!(p.message.contains("spec.source.postgres.connectionSecretRef"));
+        assert!(
+            p.message
+                .contains("spec.source.postgres.connectionSecretRef")
+        );
     }
 
     #[test]
@@ -175,9 +178,7 @@ mod tests {
         };
         let s = secret("url", "");
         assert_eq!(
-            check_secret_ref("crm", &used, Some(&s))
-                .unwrap_err()
-                .reason,
+            check_secret_ref("crm", &used, Some(&s)).unwrap_err().reason,
             "SecretKeyEmpty"
         );
         let s = secret("url", "postgres://u:hunter2@h/db");

@@ -69,11 +69,7 @@ impl Context {
         use kube::Resource;
         self.ensure_leader()?;
         self.metrics.write("events", "create");
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &job.object_ref(&()))
-            .await
-        {
+        if let Err(e) = self.recorder.publish(&event, &job.object_ref(&())).await {
             tracing::warn!(error = %e, reason = %event.reason, "could not publish event");
         }
         Ok(())
@@ -100,9 +96,7 @@ impl Context {
 /// Exponential backoff: 2 s, 4 s, 8 s ... capped at 5 minutes.
 pub fn backoff_delay(consecutive_failures: u32) -> Duration {
     let exp = consecutive_failures.saturating_sub(1).min(16);
-    MIN_BACKOFF
-        .saturating_mul(1 << exp)
-        .min(MAX_BACKOFF)
+    MIN_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

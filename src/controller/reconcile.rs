@@ -29,7 +29,7 @@ use super::{
     labels::{
         FIELD_MANAGER, FINALIZER, TOKEN_KEY, autoscaler_name, credential_secret_name, job_selector,
     },
-    status::{FleetObservation, Observation, desired_status, phase_changed},
+    status::{FleetObservation, Observation, desired_status, phase_change},
 };
 use crate::api::{MigrationJob, MigrationJobStatus};
 
@@ -153,8 +153,7 @@ async fn ensure_children(
         .ok_or(Error::MissingMetadata("uid"))?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-    let autoscalers: Api<HorizontalPodAutoscaler> =
-        Api::namespaced(ctx.client.clone(), namespace);
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), namespace);
 
     let credential = secrets.get_opt(&credential_secret_name(&name)).await?;
     let existing_deployments = deployments
@@ -284,8 +283,7 @@ async fn announce(
             ctx.publish(job, event).await?;
         }
     }
-    if phase_changed(before, status) {
-        let from = before.map_or("none".to_owned(), |s| s.phase.to_string());
+    if let Some(from) = phase_change(before, status) {
         let event = KubeEvent {
             type_: EventType::Normal,
             reason: status.phase.to_string(),
@@ -304,10 +302,15 @@ async fn cleanup(job: &MigrationJob, ctx: &Context) -> Result<Action> {
     let name = job.name_any();
     let uid = job.uid().ok_or(Error::MissingMetadata("uid"))?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let autoscalers: Api<HorizontalPodAutoscaler> =
-        Api::namespaced(ctx.client.clone(), &namespace);
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    delete_child(ctx, &autoscalers, &autoscaler_name(&name), "horizontalpodautoscalers").await?;
+    delete_child(
+        ctx,
+        &autoscalers,
+        &autoscaler_name(&name),
+        "horizontalpodautoscalers",
+    )
+    .await?;
     for d in deployments
         .list(&ListParams::default().labels(&job_selector(&name)))
         .await?

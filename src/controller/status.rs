@@ -4,9 +4,7 @@
 //! so a steady state produces a status equal to the stored one, and the
 //! operator writes nothing.
 
-use k8s_openapi::{
-    api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::{api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Time};
 
 use super::{
     conditions::{ConditionUpdate, merge_conditions},
@@ -52,7 +50,10 @@ impl FleetObservation {
                     && c.status == "False"
                     && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
             })
-            .map(|c| c.message.unwrap_or_else(|| "progress deadline exceeded".into()));
+            .map(|c| {
+                c.message
+                    .unwrap_or_else(|| "progress deadline exceeded".into())
+            });
         Self {
             desired,
             ready: status.ready_replicas.unwrap_or(0),
@@ -65,11 +66,17 @@ impl FleetObservation {
 ///
 /// Fields this step does not own (record counters, rollout) are carried over
 /// from the current status unchanged.
-pub fn desired_status(job: &MigrationJob, observation: &Observation, now: Time) -> MigrationJobStatus {
+pub fn desired_status(
+    job: &MigrationJob,
+    observation: &Observation,
+    now: Time,
+) -> MigrationJobStatus {
     let current = job.status.clone().unwrap_or_default();
     let generation = job.metadata.generation;
     let (phase, workers, updates) = match observation {
-        Observation::Blocked(problem) => (Phase::Pending, current.workers.clone(), blocked(problem)),
+        Observation::Blocked(problem) => {
+            (Phase::Pending, current.workers.clone(), blocked(problem))
+        }
         Observation::Fleet(fleet) if job.spec.suspend => {
             (Phase::Suspended, Some(worker_status(fleet)), suspended())
         }
@@ -99,14 +106,24 @@ fn not_finished() -> [ConditionUpdate; 2] {
             "NotFinished",
             "The job has not finished",
         ),
-        ConditionUpdate::new(ConditionType::Failed, false, "NoFailure", "The job has not failed"),
+        ConditionUpdate::new(
+            ConditionType::Failed,
+            false,
+            "NoFailure",
+            "The job has not failed",
+        ),
     ]
 }
 
 fn blocked(problem: &ConfigProblem) -> Vec<ConditionUpdate> {
     let [complete, failed] = not_finished();
     vec![
-        ConditionUpdate::new(ConditionType::Ready, false, problem.reason, &problem.message),
+        ConditionUpdate::new(
+            ConditionType::Ready,
+            false,
+            problem.reason,
+            &problem.message,
+        ),
         ConditionUpdate::new(
             ConditionType::Progressing,
             false,
@@ -162,7 +179,12 @@ fn running(fleet: &FleetObservation) -> Vec<ConditionUpdate> {
     ]
 }
 
-/// Whether the phase changed between two statuses (for events and metrics).
-pub fn phase_changed(before: Option<&MigrationJobStatus>, after: &MigrationJobStatus) -> bool {
-    before.map(|b| b.phase) != Some(after.phase)
+/// The phase before, if it differs from the phase after. A job without a
+/// status counts as Pending.
+pub fn phase_change(
+    before: Option<&MigrationJobStatus>,
+    after: &MigrationJobStatus,
+) -> Option<Phase> {
+    let before = before.map(|b| b.phase).unwrap_or_default();
+    (before != after.phase).then_some(before)
 }
