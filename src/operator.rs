@@ -219,10 +219,8 @@ async fn run_controller(
 }
 
 /// Resolves when the watched flag equals `value`.
-fn wait_for(mut rx: watch::Receiver<bool>, value: bool) -> impl Future<Output = ()> + Send + Sync {
-    async move {
-        let _ = rx.wait_for(|v| *v == value).await;
-    }
+async fn wait_for(mut rx: watch::Receiver<bool>, value: bool) {
+    let _ = rx.wait_for(|v| *v == value).await;
 }
 
 /// A flag that turns true on SIGTERM or Ctrl-C.
