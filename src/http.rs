@@ -10,7 +10,8 @@ use std::{
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
-use crate::metrics::SharedMetrics;
+/// Renders the process's metrics in the Prometheus text format.
+pub type MetricsEncoder = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Errors of the HTTP layer.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,10 @@ pub enum HttpError {
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
+    /// Marks the process not ready (e.g. while shutting down).
+    pub fn set_unready(&self) {
+        self.0.store(false, Ordering::Release);
+    }
     /// Marks the process ready.
     pub fn set_ready(&self) {
         self.0.store(true, Ordering::Release);
@@ -44,12 +49,12 @@ impl Readiness {
 
 #[derive(Clone)]
 struct AppState {
-    metrics: SharedMetrics,
+    metrics: MetricsEncoder,
     readiness: Readiness,
 }
 
 /// The router (exposed for tests).
-pub fn router(metrics: SharedMetrics, readiness: Readiness) -> Router {
+pub fn router(metrics: MetricsEncoder, readiness: Readiness) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
@@ -63,7 +68,7 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        (state.metrics)(),
     )
 }
 
@@ -78,7 +83,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Serves the endpoints on `addr` until the process ends.
 pub async fn serve(
     addr: SocketAddr,
-    metrics: SharedMetrics,
+    metrics: MetricsEncoder,
     readiness: Readiness,
 ) -> Result<(), HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)

@@ -10,4 +10,6 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod signals;
 pub mod telemetry;
+pub mod worker;

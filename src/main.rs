@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use freight::{
     operator::{self, OperatorConfig},
     telemetry::{self, LogFormat},
+    worker,
 };
 
 /// Freight runs data migration jobs on Kubernetes.
@@ -20,8 +21,20 @@ struct Cli {
 enum Command {
     /// Run the operator: reconcile MigrationJobs into worker fleets.
     Operator(OperatorArgs),
+    /// Run a worker (the process in each worker pod).
+    Worker(WorkerArgs),
     /// Print the MigrationJob CustomResourceDefinition (YAML).
     Crd,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// Listen address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "FREIGHT_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "FREIGHT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
 }
 
 #[derive(clap::Args)]
@@ -74,6 +87,20 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Worker(args) => {
+            telemetry::init(args.log_format);
+            let result = match worker::WorkerConfig::from_env(args.metrics_addr) {
+                Ok(cfg) => worker::run(cfg).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "worker stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Operator(args) => {
             telemetry::init(args.log_format);
             let identity = args.identity.unwrap_or_else(default_identity);

@@ -86,8 +86,12 @@ pub async fn run(cfg: OperatorConfig) -> Result<(), OperatorError> {
     let metrics: SharedMetrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     readiness.set_ready();
-    let server = tokio::spawn(http::serve(cfg.metrics_addr, metrics.clone(), readiness));
-    let shutdown = shutdown_signal();
+    let encoder = {
+        let metrics = metrics.clone();
+        Arc::new(move || metrics.encode())
+    };
+    let server = tokio::spawn(http::serve(cfg.metrics_addr, encoder, readiness));
+    let shutdown = crate::signals::shutdown_signal();
 
     let result = if cfg.leader_election {
         run_elected(client, &cfg, metrics, shutdown).await
@@ -221,31 +225,4 @@ async fn run_controller(
 /// Resolves when the watched flag equals `value`.
 async fn wait_for(mut rx: watch::Receiver<bool>, value: bool) {
     let _ = rx.wait_for(|v| *v == value).await;
-}
-
-/// A flag that turns true on SIGTERM or Ctrl-C.
-fn shutdown_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = term.recv() => {},
-                        _ = tokio::signal::ctrl_c() => {},
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-        let _ = tx.send(true);
-    });
-    rx
 }

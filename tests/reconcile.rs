@@ -363,3 +363,26 @@ async fn api_failure_is_an_error_to_retry() {
     server.await.unwrap();
     let _ = job.name_any();
 }
+
+#[tokio::test]
+async fn job_gone_before_the_finalizer_is_removed_is_not_an_error() {
+    let (ctx, handle) = context();
+    let (mut job, expected) = steady_state();
+    job.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1_700_000_100).unwrap()));
+    let server = serve(
+        handle,
+        vec![
+            Expect::delete(format!("{HPAS}/contacts-worker?"), Reply::NotFound),
+            Expect::get(
+                format!("{DEPLOYMENTS}?&labelSelector=freight.dev%2Fjob%3Dcontacts"),
+                list(vec![]),
+            ),
+            Expect::delete(format!("{SECRETS}/contacts-worker?"), Reply::NotFound),
+            Expect::post(EVENTS),
+            Expect::new(Method::PATCH, format!("{JOBS}/contacts?"), Reply::NotFound),
+        ],
+    );
+    drop(expected);
+    reconcile(Arc::new(job), ctx).await.unwrap();
+    server.await.unwrap();
+}

@@ -13,7 +13,7 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event as KubeEvent, EventType},
-        finalizer::{Event, finalizer},
+        finalizer::{Error as FinalizerError, Event, finalizer},
         reflector::ObjectRef,
     },
 };
@@ -25,7 +25,7 @@ use super::{
     children::desired_children,
     config::{ConfigProblem, check_not_self_copy, check_secret_ref, secret_refs},
     context::Context,
-    error::{Error, Result},
+    error::{Error, Result, api_status_code},
     labels::{
         FIELD_MANAGER, FINALIZER, TOKEN_KEY, autoscaler_name, credential_secret_name, job_selector,
     },
@@ -42,14 +42,21 @@ pub async fn reconcile(job: Arc<MigrationJob>, ctx: Arc<Context>) -> Result<Acti
     let namespace = job.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<MigrationJob> = Api::namespaced(ctx.client.clone(), &namespace);
     let job_ref = ObjectRef::from_obj(job.as_ref());
-    let action = finalizer(&api, FINALIZER, job, |event| async {
+    let outcome = finalizer(&api, FINALIZER, job, |event| async {
         match event {
             Event::Apply(job) => apply(&job, &ctx).await,
             Event::Cleanup(job) => cleanup(&job, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    .await;
+    let action = match outcome {
+        Ok(action) => action,
+        // A second cleanup pass raced with the first: the job is already gone.
+        Err(FinalizerError::RemoveFinalizer(e)) if api_status_code(&e) == Some(404) => {
+            Action::await_change()
+        }
+        Err(e) => return Err(Error::Finalizer(Box::new(e))),
+    };
     ctx.reset_backoff(&job_ref);
     Ok(action)
 }
