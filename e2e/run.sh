@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# make e2e: start (or reuse) the local control plane, install the CRD, run the
+# pod runner, run the end-to-end tests one at a time (each in its own
+# namespace, each running the operator as a local process), tear down.
+#
+# FREIGHT_E2E_KEEP=1 keeps a cluster this script started running afterwards.
+# Extra arguments go to the test binary, e.g. `e2e/run.sh restart` to run one test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=e2e/cluster/env.sh disable=SC1091
+source e2e/cluster/env.sh
+
+step() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+started=0
+runner_pid=""
+cleanup() {
+  local rc=$?
+  if [[ -n "$runner_pid" ]]; then
+    kill "$runner_pid" 2>/dev/null || true
+    wait "$runner_pid" 2>/dev/null || true
+  fi
+  if ((rc != 0)); then
+    step "failed; last lines of the logs in $FREIGHT_E2E_STATE:"
+    tail -n 20 "$FREIGHT_E2E_STATE/pod-runner.log" 2>/dev/null || true
+  fi
+  if ((started)) && [[ "${FREIGHT_E2E_KEEP:-0}" != 1 ]]; then
+    step "tearing the cluster down"
+    bash e2e/cluster/down.sh >&2 || true
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+if kubectl get --raw /readyz >/dev/null 2>&1; then
+  step "reusing the running cluster ($KUBECONFIG)"
+else
+  step "starting the control plane"
+  bash e2e/cluster/up.sh >&2
+  started=1
+fi
+
+step "building freight and the pod runner"
+cargo build --bin freight -p freight --bin pod-runner -p freight-e2e
+export FREIGHT_E2E_BIN="$PWD/target/debug/freight"
+
+step "installing the CRD"
+kubectl apply --server-side --force-conflicts -f crds/migrationjob.yaml >&2
+kubectl wait --for=condition=Established crd/migrationjobs.freight.dev --timeout=60s >&2
+
+step "starting the pod runner (worker pods on fake nodes run as local processes)"
+mkdir -p "$FREIGHT_E2E_STATE"
+FREIGHT_E2E_POD_SELECTOR="app.kubernetes.io/part-of=freight,app.kubernetes.io/component=worker" \
+  target/debug/pod-runner >>"$FREIGHT_E2E_STATE/pod-runner.log" 2>&1 &
+runner_pid=$!
+
+step "running the end-to-end tests"
+cargo test -p freight-e2e --tests -- --test-threads=1 "$@"

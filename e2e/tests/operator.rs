@@ -1,0 +1,393 @@
+//! End-to-end scenarios of the operator core on a real kube-apiserver.
+//! Run by `make e2e` (e2e/run.sh), one at a time.
+
+use std::{path::Path, time::Duration};
+
+use freight_e2e::{
+    OperatorOptions, Operator, TestNamespace, audit_writes, eventually, kubectl, kubectl_ok,
+    kubectl_stdin, repo_root,
+};
+use serde_json::Value;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn operator_opts<'a>(ns: &'a TestNamespace, kubeconfig: &'a Path, identity: &'a str) -> OperatorOptions<'a> {
+    OperatorOptions {
+        kubeconfig,
+        namespace: Some(&ns.name),
+        lease_namespace: &ns.name,
+        identity,
+        lease_seconds: 15,
+    }
+}
+
+fn get_json(args: &[&str]) -> Option<Value> {
+    let out = kubectl(args);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn job(ns: &str, name: &str) -> Option<Value> {
+    get_json(&["-n", ns, "get", "migrationjob", name, "-o", "json"])
+}
+
+fn condition(job: &Value, type_: &str) -> Option<Value> {
+    job["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+async fn wait_phase(ns: &str, name: &str, phase: &str) -> Value {
+    eventually(&format!("{name} in phase {phase}"), MINUTE, || async {
+        job(ns, name).filter(|j| j["status"]["phase"] == phase)
+    })
+    .await
+}
+
+/// Waits until the job is Running with every wanted worker ready and its
+/// status has not changed for three seconds.
+async fn wait_settled(ns: &str, name: &str) -> Value {
+    eventually(&format!("{name} settled"), MINUTE * 2, || async {
+        let first = job(ns, name)?;
+        let ready = condition(&first, "Ready")?;
+        if first["status"]["phase"] != "Running" || ready["status"] != "True" {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let second = job(ns, name)?;
+        (first["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"]).then_some(second)
+    })
+    .await
+}
+
+fn children(ns: &str, job: &str) -> (Vec<Value>, Vec<Value>, Option<Value>) {
+    let selector = format!("freight.dev/job={job}");
+    let items = |kind: &str| {
+        get_json(&["-n", ns, "get", kind, "-l", &selector, "-o", "json"])
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let secret = get_json(&["-n", ns, "get", "secret", &format!("{job}-worker"), "-o", "json"]);
+    (items("deployments"), items("horizontalpodautoscalers"), secret)
+}
+
+fn owned_by(obj: &Value, uid: &Value) -> bool {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| &r["uid"] == uid && r["controller"] == true))
+}
+
+/// Creates every Secret a manifest's jobs reference that does not exist yet.
+fn create_referenced_secrets(ns: &str, manifest: &str) {
+    for doc in manifest.split("\n---") {
+        let Ok(v) = serde_yaml::from_str::<Value>(doc) else { continue };
+        if v["kind"] != "MigrationJob" {
+            continue;
+        }
+        for side in ["source", "target"] {
+            let r = &v["spec"][side]["postgres"]["connectionSecretRef"];
+            let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str()) else { continue };
+            if kubectl(&["-n", ns, "get", "secret", name]).status.success() {
+                continue;
+            }
+            kubectl_ok(&[
+                "-n", ns, "create", "secret", "generic", name,
+                &format!("--from-literal={key}=postgres://freight@127.0.0.1:5432/{side}"),
+            ]);
+        }
+    }
+}
+
+fn example_files(dir: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(repo_root().join(dir))
+        .expect("examples dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Scenario 1: `kubectl get mj` shows the printer columns; `kubectl explain`
+/// shows the documentation.
+#[tokio::test]
+async fn get_shows_columns_and_explain_shows_docs() {
+    let ns = TestNamespace::create("columns");
+    let kubeconfig = ns.operator_kubeconfig();
+    let op = Operator::start(&operator_opts(&ns, &kubeconfig, "columns")).await;
+    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
+    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    wait_settled(&ns.name, "contacts").await;
+
+    let table = kubectl_ok(&["-n", &ns.name, "get", "mj"]);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "PHASE", "PROGRESS", "PROCESSED", "FAILED", "WORKERS", "AGE"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row.first(), Some(&"contacts"), "{table}");
+    assert_eq!(row.get(1), Some(&"Running"), "{table}");
+
+    let explain = kubectl_ok(&["explain", "migrationjob.spec"]);
+    for text in ["Where records are read from", "batchSize", "retryFailed", "suspend"] {
+        assert!(explain.contains(text), "kubectl explain lacks {text:?}:\n{explain}");
+    }
+    let explain = kubectl_ok(&["explain", "migrationjob.spec.workers.min"]);
+    assert!(explain.contains("Fewest worker pods"), "{explain}");
+    let explain = kubectl_ok(&["explain", "migrationjob"]);
+    assert!(explain.contains("A data migration"), "{explain}");
+
+    ns.delete().await;
+    op.stop();
+}
+
+/// Scenario 2: every valid example creates the worker Deployment, HPA and
+/// Secret with owner references; deleting the job removes them.
+#[tokio::test]
+async fn valid_examples_create_owned_children_and_deletion_removes_them() {
+    let ns = TestNamespace::create("examples");
+    let kubeconfig = ns.operator_kubeconfig();
+    let op = Operator::start(&operator_opts(&ns, &kubeconfig, "examples")).await;
+    let files = example_files("examples");
+    assert!(files.len() >= 2);
+    for file in files {
+        let manifest = std::fs::read_to_string(&file).expect("read example");
+        create_referenced_secrets(&ns.name, &manifest);
+        kubectl_ok(&["-n", &ns.name, "apply", "-f", &file.display().to_string()]);
+        for doc in manifest.split("\n---") {
+            let v: Value = serde_yaml::from_str(doc).unwrap_or(Value::Null);
+            if v["kind"] != "MigrationJob" {
+                continue;
+            }
+            let name = v["metadata"]["name"].as_str().expect("job name").to_owned();
+            let job = wait_phase(&ns.name, &name, "Running").await;
+            let uid = job["metadata"]["uid"].clone();
+            let (deployments, hpas, secret) = children(&ns.name, &name);
+            assert_eq!(deployments.len(), 1, "{}: one worker Deployment", file.display());
+            assert_eq!(hpas.len(), 1, "{}: one HPA", file.display());
+            assert!(owned_by(&deployments[0], &uid), "Deployment not owned by {name}");
+            assert!(owned_by(&hpas[0], &uid), "HPA not owned by {name}");
+            assert!(owned_by(&secret.expect("worker Secret"), &uid), "Secret not owned by {name}");
+            let pod = &deployments[0]["spec"]["template"]["spec"];
+            assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+
+            kubectl_ok(&["-n", &ns.name, "delete", "mj", &name, "--wait=true", "--timeout=60s"]);
+            let (deployments, hpas, secret) = children(&ns.name, &name);
+            assert!(deployments.is_empty() && hpas.is_empty() && secret.is_none(), "{name}: children left behind");
+        }
+    }
+    ns.delete().await;
+    op.stop();
+}
+
+/// Scenario 3: each invalid manifest is rejected by `kubectl apply`, with a
+/// message naming the field; none is stored.
+#[tokio::test]
+async fn invalid_manifests_are_rejected_with_the_field_named() {
+    let ns = TestNamespace::create("invalid");
+    let files = example_files("examples/invalid");
+    assert!(files.len() >= 15, "the catalog needs at least 15 manifests");
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read manifest");
+        let expect = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .expect("`# expect:` line");
+        let out = kubectl_stdin(&["-n", &ns.name, "apply", "-f", "-"], &text);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            failures.push(format!("{}: accepted", file.display()));
+        } else if !stderr.contains(expect) {
+            failures.push(format!("{}: expected {expect:?} in {stderr}", file.display()));
+        }
+    }
+    let stored = kubectl_ok(&["-n", &ns.name, "get", "mj", "-o", "name"]);
+    assert!(stored.trim().is_empty(), "invalid jobs were stored: {stored}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Transition rules: an immutable field and a counter that only goes up.
+    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
+    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    let out = kubectl(&[
+        "-n", &ns.name, "patch", "mj", "contacts", "--type=merge",
+        "-p", r#"{"spec":{"source":{"postgres":{"table":"people"}}}}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("source is immutable"));
+    kubectl_ok(&["-n", &ns.name, "patch", "mj", "contacts", "--type=merge", "-p", r#"{"spec":{"retryFailed":2}}"#]);
+    let out = kubectl(&["-n", &ns.name, "patch", "mj", "contacts", "--type=merge", "-p", r#"{"spec":{"retryFailed":1}}"#]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retryFailed can only be increased"));
+    // No operator runs in this test: nothing holds a finalizer.
+    ns.delete().await;
+}
+
+/// Scenario 4: a missing Secret is named in a condition, and the job
+/// recovers by itself once the Secret is created.
+#[tokio::test]
+async fn missing_secret_is_reported_and_the_job_recovers() {
+    let ns = TestNamespace::create("secret");
+    let kubeconfig = ns.operator_kubeconfig();
+    let op = Operator::start(&operator_opts(&ns, &kubeconfig, "secret")).await;
+    let manifest = std::fs::read_to_string(repo_root().join("examples/postgres-to-postgres.yaml")).expect("example");
+    let job_only: String = manifest
+        .split("\n---")
+        .filter(|d| d.contains("kind: MigrationJob"))
+        .collect();
+    kubectl_ok(&["-n", &ns.name, "create", "secret", "generic", "legacy-db", "--from-literal=url=postgres://a/b"]);
+    kubectl_stdin(&["-n", &ns.name, "apply", "-f", "-"], &job_only);
+
+    wait_phase(&ns.name, "contacts", "Pending").await;
+    let blocked = eventually("SecretNotFound condition", MINUTE, || async {
+        let j = job(&ns.name, "contacts")?;
+        (condition(&j, "Ready")?["reason"] == "SecretNotFound").then_some(j)
+    })
+    .await;
+    let ready = condition(&blocked, "Ready").expect("Ready condition");
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("{}/new-db", ns.name)), "{message}");
+    assert!(message.contains("spec.target.postgres.connectionSecretRef"), "{message}");
+    let (deployments, _, _) = children(&ns.name, "contacts");
+    assert!(deployments.is_empty(), "no workers while the configuration is broken");
+    let events = kubectl_ok(&["-n", &ns.name, "get", "events", "--field-selector", "reason=SecretNotFound", "-o", "name"]);
+    assert!(!events.trim().is_empty(), "a Warning event names the problem");
+
+    kubectl_ok(&["-n", &ns.name, "create", "secret", "generic", "new-db", "--from-literal=url=postgres://c/d"]);
+    let running = wait_phase(&ns.name, "contacts", "Running").await;
+    assert_ne!(condition(&running, "Ready").expect("Ready")["reason"], "SecretNotFound");
+    let (deployments, _, _) = children(&ns.name, "contacts");
+    assert_eq!(deployments.len(), 1);
+    // It recovered through the Secret watch, not through errors and retries.
+    assert_eq!(op.metric("freight_reconcile_errors_total"), 0.0, "{}", op.log_text());
+    ns.delete().await;
+    op.stop();
+}
+
+/// Scenario 5: restarting the operator creates no duplicate children and no
+/// status churn; a steady state produces zero writes.
+#[tokio::test]
+async fn restart_creates_no_duplicates_and_steady_state_writes_nothing() {
+    let ns = TestNamespace::create("restart");
+    let kubeconfig = ns.operator_kubeconfig();
+    let first = Operator::start(&operator_opts(&ns, &kubeconfig, "restart-1")).await;
+    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
+    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    let before = wait_settled(&ns.name, "contacts").await;
+    let (deployments, hpas, secret) = children(&ns.name, "contacts");
+    let uids = |items: &[Value]| -> Vec<Value> { items.iter().map(|i| i["metadata"]["uid"].clone()).collect() };
+    let (dep_uids, hpa_uids) = (uids(&deployments), uids(&hpas));
+    let secret_rv = secret.expect("worker Secret")["metadata"]["resourceVersion"].clone();
+    first.stop();
+
+    let writes_before = audit_writes(&ns.service_account_user()).len();
+    assert!(writes_before > 0, "the audit log shows the first operator's writes");
+    let second = Operator::start(&operator_opts(&ns, &kubeconfig, "restart-2")).await;
+    eventually("second operator reconciled", MINUTE, || async {
+        (second.metric("freight_reconciles_total") >= 1.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let after = job(&ns.name, "contacts").expect("job");
+    assert_eq!(after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"], "status churned after restart");
+    let (deployments, hpas, secret) = children(&ns.name, "contacts");
+    assert_eq!(uids(&deployments), dep_uids, "worker Deployment duplicated or replaced");
+    assert_eq!(uids(&hpas), hpa_uids, "HPA duplicated or replaced");
+    assert_eq!(secret.expect("worker Secret")["metadata"]["resourceVersion"], secret_rv, "credential rewritten");
+    assert_eq!(second.writes(), 0.0, "the restarted operator wrote: {}", second.log_text());
+    let writes = audit_writes(&ns.service_account_user());
+    assert_eq!(writes.len(), writes_before, "audit log shows new writes: {:?}", &writes[writes_before..]);
+    ns.delete().await;
+    second.stop();
+}
+
+/// Scenario 6: the chart installs (cluster-wide RBAC), and the operator, run
+/// as the chart's ServiceAccount, reconciles a job with nothing forbidden;
+/// the role grants no more than the operator uses.
+#[tokio::test]
+async fn chart_rbac_is_enough_and_not_more() {
+    let ns = TestNamespace::create_with("rbac", &[]);
+    let user = ns.service_account_user();
+    let can_i = |verb: &str, resource: &str| {
+        let out = kubectl(&["auth", "can-i", verb, resource, "-n", &ns.name, "--as", &user]);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    assert!(can_i("watch", "migrationjobs.freight.dev"));
+    assert!(can_i("patch", "deployments.apps"));
+    for (verb, resource) in [("create", "pods"), ("get", "configmaps"), ("update", "secrets"), ("delete", "migrationjobs.freight.dev"), ("create", "deployments.apps"), ("escalate", "roles")] {
+        assert!(!can_i(verb, resource), "the chart grants {verb} {resource}, which the operator never uses");
+    }
+
+    let kubeconfig = ns.operator_kubeconfig();
+    let opts = OperatorOptions {
+        kubeconfig: &kubeconfig,
+        namespace: None,
+        lease_namespace: &ns.name,
+        identity: "rbac",
+        lease_seconds: 15,
+    };
+    let op = Operator::start(&opts).await;
+    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
+    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    wait_settled(&ns.name, "contacts").await;
+    kubectl_ok(&["-n", &ns.name, "patch", "mj", "contacts", "--type=merge", "-p", r#"{"spec":{"suspend":true}}"#]);
+    wait_phase(&ns.name, "contacts", "Suspended").await;
+    kubectl_ok(&["-n", &ns.name, "delete", "mj", "contacts", "--wait=true", "--timeout=60s"]);
+    let log = op.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "forbidden in the operator log:\n{log}");
+    assert_eq!(op.metric("freight_reconcile_errors_total"), 0.0, "{log}");
+    ns.delete().await;
+    op.stop();
+}
+
+fn lease_holder(ns: &str) -> Option<String> {
+    get_json(&["-n", ns, "get", "lease", "freight-operator", "-o", "json"])?["spec"]["holderIdentity"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Scenario 7: with two replicas only the leader writes; killing it hands
+/// over within the lease duration.
+#[tokio::test]
+async fn only_the_leader_writes_and_a_standby_takes_over() {
+    const LEASE: u64 = 6;
+    let ns = TestNamespace::create("leader");
+    let kubeconfig = ns.operator_kubeconfig();
+    let opts = |identity| OperatorOptions { lease_seconds: LEASE, ..operator_opts(&ns, &kubeconfig, identity) };
+    let a = Operator::start(&opts("replica-a")).await;
+    let b = Operator::start(&opts("replica-b")).await;
+    let holder = eventually("a lease holder", MINUTE, || async { lease_holder(&ns.name) }).await;
+    let (leader, standby) = if holder == "replica-a" { (a, b) } else { (b, a) };
+
+    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
+    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    wait_settled(&ns.name, "contacts").await;
+    assert!(leader.writes() > 0.0, "the leader wrote nothing");
+    assert_eq!(standby.writes(), 0.0, "the standby wrote");
+    assert_eq!(standby.metric("freight_leader"), 0.0);
+    assert_eq!(standby.metric("freight_reconciles_total"), 0.0, "the standby reconciled");
+
+    let killed = std::time::Instant::now();
+    leader.kill();
+    let new_holder = eventually("the standby takes the lease", MINUTE, || async {
+        lease_holder(&ns.name).filter(|h| h != &holder)
+    })
+    .await;
+    let handover = killed.elapsed();
+    assert!(
+        handover <= Duration::from_secs(LEASE + 2),
+        "handover took {handover:?}, lease duration is {LEASE}s"
+    );
+    assert_ne!(new_holder, holder);
+    eventually("standby reports leadership", MINUTE, || async {
+        (standby.metric("freight_leader") == 1.0).then_some(())
+    })
+    .await;
+    kubectl_ok(&["-n", &ns.name, "patch", "mj", "contacts", "--type=merge", "-p", r#"{"spec":{"suspend":true}}"#]);
+    wait_phase(&ns.name, "contacts", "Suspended").await;
+    assert!(standby.writes() > 0.0, "the new leader did not write the status");
+    ns.delete().await;
+    standby.stop();
+}
