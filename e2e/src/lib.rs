@@ -27,12 +27,14 @@ pub fn repo_root() -> PathBuf {
 
 /// Where the harness keeps logs and state.
 pub fn state_dir() -> PathBuf {
-    std::env::var_os("FREIGHT_E2E_STATE").map_or_else(|| PathBuf::from("/tmp/freight-e2e"), PathBuf::from)
+    std::env::var_os("FREIGHT_E2E_STATE")
+        .map_or_else(|| PathBuf::from("/tmp/freight-e2e"), PathBuf::from)
 }
 
 /// The `freight` binary under test.
 pub fn freight_bin() -> PathBuf {
-    std::env::var_os("FREIGHT_E2E_BIN").map_or_else(|| repo_root().join("target/debug/freight"), PathBuf::from)
+    std::env::var_os("FREIGHT_E2E_BIN")
+        .map_or_else(|| repo_root().join("target/debug/freight"), PathBuf::from)
 }
 
 /// Runs kubectl with the harness's kubeconfig.
@@ -91,7 +93,9 @@ pub fn helm_ok(args: &[&str]) -> String {
 
 /// A Kubernetes client with the harness's (admin) credentials.
 pub async fn admin_client() -> Client {
-    Client::try_default().await.expect("KUBECONFIG points at the e2e cluster")
+    Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the e2e cluster")
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout`.
@@ -105,7 +109,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -122,6 +129,34 @@ pub struct TestNamespace {
     pub name: String,
     /// The Helm release (and ServiceAccount) name.
     pub release: String,
+    deleted: bool,
+}
+
+impl Drop for TestNamespace {
+    /// A test that panicked did not call `delete`: clear its finalizers and
+    /// remove what it made, so that the next tests start clean.
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        let _ = Command::new("kubectl")
+            .args([
+                "-n",
+                &self.name,
+                "patch",
+                "migrationjobs",
+                "--all",
+                "--type=merge",
+            ])
+            .args(["-p", r#"{"metadata":{"finalizers":null}}"#])
+            .output();
+        let _ = Command::new("helm")
+            .args(["uninstall", &self.release, "--namespace", &self.name])
+            .output();
+        let _ = Command::new("kubectl")
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
+    }
 }
 
 impl TestNamespace {
@@ -135,8 +170,10 @@ impl TestNamespace {
     /// Like [`create`](Self::create) with extra `--set` values; `{ns}` in a
     /// value is replaced by the namespace name.
     pub fn create_with(prefix: &str, sets: &[&str]) -> Self {
-        let name = format!("e2e-{prefix}-{}", suffix());
-        let release = "freight".to_owned();
+        let id = suffix();
+        let name = format!("e2e-{prefix}-{id}");
+        // Unique release names: cluster-scoped RBAC objects are named after the release.
+        let release = format!("freight-{id}");
         kubectl_ok(&["create", "namespace", &name]);
         let mut args = vec![
             "install".to_owned(),
@@ -147,8 +184,6 @@ impl TestNamespace {
             "--skip-crds".into(),
             "--set".into(),
             "replicaCount=0".into(),
-            "--set".into(),
-            "fullnameOverride=freight".into(),
         ];
         for s in sets {
             args.push("--set".into());
@@ -156,7 +191,11 @@ impl TestNamespace {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         helm_ok(&args);
-        Self { name, release }
+        Self {
+            name,
+            release,
+            deleted: false,
+        }
     }
 
     /// The user name the chart's ServiceAccount authenticates as.
@@ -173,14 +212,35 @@ impl TestNamespace {
             }
         }
         let path = state_dir().join(format!("kubeconfig-{}", self.name));
-        std::fs::write(&path, serde_yaml::to_string(&kubeconfig).expect("kubeconfig serializes"))
-            .expect("write kubeconfig");
+        std::fs::write(
+            &path,
+            serde_yaml::to_string(&kubeconfig).expect("kubeconfig serializes"),
+        )
+        .expect("write kubeconfig");
         path
     }
 
-    /// Deletes the namespace and waits until it is gone. Call while the
-    /// operator still runs, so that it processes its finalizers.
-    pub async fn delete(self) {
+    /// Deletes the jobs (while the operator and its RBAC are still there to
+    /// process their finalizers), uninstalls the chart, deletes the namespace
+    /// and waits until it is gone.
+    pub async fn delete(mut self) {
+        self.deleted = true;
+        kubectl_ok(&[
+            "-n",
+            &self.name,
+            "delete",
+            "migrationjobs",
+            "--all",
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+        helm_ok(&[
+            "uninstall",
+            &self.release,
+            "--namespace",
+            &self.name,
+            "--wait",
+        ]);
         kubectl_ok(&["delete", "namespace", &self.name, "--wait=false"]);
         let name = self.name.clone();
         eventually("namespace deletion", Duration::from_secs(90), || {
@@ -230,7 +290,10 @@ impl Operator {
             .env("FREIGHT_WORKER_IMAGE", "freight:e2e")
             .env("POD_NAMESPACE", opts.lease_namespace)
             .env("POD_NAME", opts.identity)
-            .env("FREIGHT_LEASE_DURATION_SECONDS", opts.lease_seconds.to_string())
+            .env(
+                "FREIGHT_LEASE_DURATION_SECONDS",
+                opts.lease_seconds.to_string(),
+            )
             .env("FREIGHT_LOG_FORMAT", "json")
             .env("RUST_LOG", "info,freight=debug")
             .env_remove("FREIGHT_WATCH_NAMESPACE")
@@ -317,22 +380,26 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    let status = head.lines().next()?.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_owned())
 }
 
 /// Write requests (create/update/patch/delete) by `user` in the audit log,
 /// excluding Lease renewals.
 pub fn audit_writes(user: &str) -> Vec<Value> {
-    let path = std::env::var_os("FREIGHT_AUDIT_LOG").map_or_else(|| state_dir().join("audit.log"), PathBuf::from);
+    let path = std::env::var_os("FREIGHT_AUDIT_LOG")
+        .map_or_else(|| state_dir().join("audit.log"), PathBuf::from);
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| e["user"]["username"] == user || e["impersonatedUser"]["username"] == user)
         .filter(|e| {
-            e["user"]["username"] == user
-                || e["impersonatedUser"]["username"] == user
+            matches!(
+                e["verb"].as_str(),
+                Some("create" | "update" | "patch" | "delete")
+            )
         })
-        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
         .filter(|e| e["objectRef"]["resource"] != "leases")
         .collect()
 }
@@ -346,4 +413,30 @@ pub fn read_example(path: &str) -> String {
 /// A Kubernetes config for the admin, for direct API checks.
 pub async fn admin_config() -> Config {
     Config::infer().await.expect("infer kube config")
+}
+
+/// A process the pod runner started for a worker pod.
+#[derive(Debug, serde::Deserialize)]
+pub struct RunningProcess {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Process id.
+    pub pid: i32,
+    /// Being stopped (its pod is gone).
+    #[serde(default)]
+    pub stopping: bool,
+}
+
+/// The live worker processes of `namespace`, per the pod runner.
+pub fn running_processes(namespace: &str) -> Vec<RunningProcess> {
+    let path = state_dir().join("pods/running.json");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|_| "[]".into());
+    serde_json::from_str::<Vec<RunningProcess>>(&text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.namespace == namespace && !p.stopping)
+        .filter(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), None).is_ok())
+        .collect()
 }

@@ -4,14 +4,18 @@
 use std::{path::Path, time::Duration};
 
 use freight_e2e::{
-    OperatorOptions, Operator, TestNamespace, audit_writes, eventually, kubectl, kubectl_ok,
-    kubectl_stdin, repo_root,
+    Operator, OperatorOptions, TestNamespace, audit_writes, eventually, kubectl, kubectl_ok,
+    kubectl_stdin, repo_root, running_processes, state_dir,
 };
 use serde_json::Value;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn operator_opts<'a>(ns: &'a TestNamespace, kubeconfig: &'a Path, identity: &'a str) -> OperatorOptions<'a> {
+fn operator_opts<'a>(
+    ns: &'a TestNamespace,
+    kubeconfig: &'a Path,
+    identity: &'a str,
+) -> OperatorOptions<'a> {
     OperatorOptions {
         kubeconfig,
         namespace: Some(&ns.name),
@@ -59,7 +63,8 @@ async fn wait_settled(ns: &str, name: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let second = job(ns, name)?;
-        (first["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"]).then_some(second)
+        (first["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"])
+            .then_some(second)
     })
     .await
 }
@@ -71,31 +76,55 @@ fn children(ns: &str, job: &str) -> (Vec<Value>, Vec<Value>, Option<Value>) {
             .and_then(|v| v["items"].as_array().cloned())
             .unwrap_or_default()
     };
-    let secret = get_json(&["-n", ns, "get", "secret", &format!("{job}-worker"), "-o", "json"]);
-    (items("deployments"), items("horizontalpodautoscalers"), secret)
+    let secret = get_json(&[
+        "-n",
+        ns,
+        "get",
+        "secret",
+        &format!("{job}-worker"),
+        "-o",
+        "json",
+    ]);
+    (
+        items("deployments"),
+        items("horizontalpodautoscalers"),
+        secret,
+    )
 }
 
 fn owned_by(obj: &Value, uid: &Value) -> bool {
     obj["metadata"]["ownerReferences"]
         .as_array()
-        .is_some_and(|refs| refs.iter().any(|r| &r["uid"] == uid && r["controller"] == true))
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| &r["uid"] == uid && r["controller"] == true)
+        })
 }
 
 /// Creates every Secret a manifest's jobs reference that does not exist yet.
 fn create_referenced_secrets(ns: &str, manifest: &str) {
     for doc in manifest.split("\n---") {
-        let Ok(v) = serde_yaml::from_str::<Value>(doc) else { continue };
+        let Ok(v) = serde_yaml::from_str::<Value>(doc) else {
+            continue;
+        };
         if v["kind"] != "MigrationJob" {
             continue;
         }
         for side in ["source", "target"] {
             let r = &v["spec"][side]["postgres"]["connectionSecretRef"];
-            let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str()) else { continue };
+            let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str()) else {
+                continue;
+            };
             if kubectl(&["-n", ns, "get", "secret", name]).status.success() {
                 continue;
             }
             kubectl_ok(&[
-                "-n", ns, "create", "secret", "generic", name,
+                "-n",
+                ns,
+                "create",
+                "secret",
+                "generic",
+                name,
                 &format!("--from-literal={key}=postgres://freight@127.0.0.1:5432/{side}"),
             ]);
         }
@@ -120,19 +149,55 @@ async fn get_shows_columns_and_explain_shows_docs() {
     let kubeconfig = ns.operator_kubeconfig();
     let op = Operator::start(&operator_opts(&ns, &kubeconfig, "columns")).await;
     let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "apply",
+        "-f",
+        &manifest.display().to_string(),
+    ]);
     wait_settled(&ns.name, "contacts").await;
 
     let table = kubectl_ok(&["-n", &ns.name, "get", "mj"]);
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "PHASE", "PROGRESS", "PROCESSED", "FAILED", "WORKERS", "AGE"], "{table}");
-    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "PHASE",
+            "PROGRESS",
+            "PROCESSED",
+            "FAILED",
+            "WORKERS",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(row.first(), Some(&"contacts"), "{table}");
     assert_eq!(row.get(1), Some(&"Running"), "{table}");
 
     let explain = kubectl_ok(&["explain", "migrationjob.spec"]);
-    for text in ["Where records are read from", "batchSize", "retryFailed", "suspend"] {
-        assert!(explain.contains(text), "kubectl explain lacks {text:?}:\n{explain}");
+    for text in [
+        "Where records are read from",
+        "batchSize",
+        "retryFailed",
+        "suspend",
+    ] {
+        assert!(
+            explain.contains(text),
+            "kubectl explain lacks {text:?}:\n{explain}"
+        );
     }
     let explain = kubectl_ok(&["explain", "migrationjob.spec.workers.min"]);
     assert!(explain.contains("Fewest worker pods"), "{explain}");
@@ -165,17 +230,42 @@ async fn valid_examples_create_owned_children_and_deletion_removes_them() {
             let job = wait_phase(&ns.name, &name, "Running").await;
             let uid = job["metadata"]["uid"].clone();
             let (deployments, hpas, secret) = children(&ns.name, &name);
-            assert_eq!(deployments.len(), 1, "{}: one worker Deployment", file.display());
+            assert_eq!(
+                deployments.len(),
+                1,
+                "{}: one worker Deployment",
+                file.display()
+            );
             assert_eq!(hpas.len(), 1, "{}: one HPA", file.display());
-            assert!(owned_by(&deployments[0], &uid), "Deployment not owned by {name}");
+            assert!(
+                owned_by(&deployments[0], &uid),
+                "Deployment not owned by {name}"
+            );
             assert!(owned_by(&hpas[0], &uid), "HPA not owned by {name}");
-            assert!(owned_by(&secret.expect("worker Secret"), &uid), "Secret not owned by {name}");
+            assert!(
+                owned_by(&secret.expect("worker Secret"), &uid),
+                "Secret not owned by {name}"
+            );
             let pod = &deployments[0]["spec"]["template"]["spec"];
-            assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+            assert_eq!(
+                pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+                true
+            );
 
-            kubectl_ok(&["-n", &ns.name, "delete", "mj", &name, "--wait=true", "--timeout=60s"]);
+            kubectl_ok(&[
+                "-n",
+                &ns.name,
+                "delete",
+                "mj",
+                &name,
+                "--wait=true",
+                "--timeout=60s",
+            ]);
             let (deployments, hpas, secret) = children(&ns.name, &name);
-            assert!(deployments.is_empty() && hpas.is_empty() && secret.is_none(), "{name}: children left behind");
+            assert!(
+                deployments.is_empty() && hpas.is_empty() && secret.is_none(),
+                "{name}: children left behind"
+            );
         }
     }
     ns.delete().await;
@@ -201,24 +291,60 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
         if out.status.success() {
             failures.push(format!("{}: accepted", file.display()));
         } else if !stderr.contains(expect) {
-            failures.push(format!("{}: expected {expect:?} in {stderr}", file.display()));
+            failures.push(format!(
+                "{}: expected {expect:?} in {stderr}",
+                file.display()
+            ));
         }
     }
     let stored = kubectl_ok(&["-n", &ns.name, "get", "mj", "-o", "name"]);
-    assert!(stored.trim().is_empty(), "invalid jobs were stored: {stored}");
+    assert!(
+        stored.trim().is_empty(),
+        "invalid jobs were stored: {stored}"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Transition rules: an immutable field and a counter that only goes up.
     let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "apply",
+        "-f",
+        &manifest.display().to_string(),
+    ]);
     let out = kubectl(&[
-        "-n", &ns.name, "patch", "mj", "contacts", "--type=merge",
-        "-p", r#"{"spec":{"source":{"postgres":{"table":"people"}}}}"#,
+        "-n",
+        &ns.name,
+        "patch",
+        "mj",
+        "contacts",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"source":{"postgres":{"table":"people"}}}}"#,
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("source is immutable"));
-    kubectl_ok(&["-n", &ns.name, "patch", "mj", "contacts", "--type=merge", "-p", r#"{"spec":{"retryFailed":2}}"#]);
-    let out = kubectl(&["-n", &ns.name, "patch", "mj", "contacts", "--type=merge", "-p", r#"{"spec":{"retryFailed":1}}"#]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "mj",
+        "contacts",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"retryFailed":2}}"#,
+    ]);
+    let out = kubectl(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "mj",
+        "contacts",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"retryFailed":1}}"#,
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("retryFailed can only be increased"));
     // No operator runs in this test: nothing holds a finalizer.
     ns.delete().await;
@@ -231,12 +357,21 @@ async fn missing_secret_is_reported_and_the_job_recovers() {
     let ns = TestNamespace::create("secret");
     let kubeconfig = ns.operator_kubeconfig();
     let op = Operator::start(&operator_opts(&ns, &kubeconfig, "secret")).await;
-    let manifest = std::fs::read_to_string(repo_root().join("examples/postgres-to-postgres.yaml")).expect("example");
+    let manifest = std::fs::read_to_string(repo_root().join("examples/postgres-to-postgres.yaml"))
+        .expect("example");
     let job_only: String = manifest
         .split("\n---")
         .filter(|d| d.contains("kind: MigrationJob"))
         .collect();
-    kubectl_ok(&["-n", &ns.name, "create", "secret", "generic", "legacy-db", "--from-literal=url=postgres://a/b"]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "create",
+        "secret",
+        "generic",
+        "legacy-db",
+        "--from-literal=url=postgres://a/b",
+    ]);
     kubectl_stdin(&["-n", &ns.name, "apply", "-f", "-"], &job_only);
 
     wait_phase(&ns.name, "contacts", "Pending").await;
@@ -247,20 +382,57 @@ async fn missing_secret_is_reported_and_the_job_recovers() {
     .await;
     let ready = condition(&blocked, "Ready").expect("Ready condition");
     let message = ready["message"].as_str().unwrap_or_default();
-    assert!(message.contains(&format!("{}/new-db", ns.name)), "{message}");
-    assert!(message.contains("spec.target.postgres.connectionSecretRef"), "{message}");
+    assert!(
+        message.contains(&format!("{}/new-db", ns.name)),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.target.postgres.connectionSecretRef"),
+        "{message}"
+    );
     let (deployments, _, _) = children(&ns.name, "contacts");
-    assert!(deployments.is_empty(), "no workers while the configuration is broken");
-    let events = kubectl_ok(&["-n", &ns.name, "get", "events", "--field-selector", "reason=SecretNotFound", "-o", "name"]);
-    assert!(!events.trim().is_empty(), "a Warning event names the problem");
+    assert!(
+        deployments.is_empty(),
+        "no workers while the configuration is broken"
+    );
+    let events = kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "get",
+        "events",
+        "--field-selector",
+        "reason=SecretNotFound",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !events.trim().is_empty(),
+        "a Warning event names the problem"
+    );
 
-    kubectl_ok(&["-n", &ns.name, "create", "secret", "generic", "new-db", "--from-literal=url=postgres://c/d"]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "create",
+        "secret",
+        "generic",
+        "new-db",
+        "--from-literal=url=postgres://c/d",
+    ]);
     let running = wait_phase(&ns.name, "contacts", "Running").await;
-    assert_ne!(condition(&running, "Ready").expect("Ready")["reason"], "SecretNotFound");
+    assert_ne!(
+        condition(&running, "Ready").expect("Ready")["reason"],
+        "SecretNotFound"
+    );
     let (deployments, _, _) = children(&ns.name, "contacts");
     assert_eq!(deployments.len(), 1);
     // It recovered through the Secret watch, not through errors and retries.
-    assert_eq!(op.metric("freight_reconcile_errors_total"), 0.0, "{}", op.log_text());
+    assert_eq!(
+        op.metric("freight_reconcile_errors_total"),
+        0.0,
+        "{}",
+        op.log_text()
+    );
     ns.delete().await;
     op.stop();
 }
@@ -273,16 +445,27 @@ async fn restart_creates_no_duplicates_and_steady_state_writes_nothing() {
     let kubeconfig = ns.operator_kubeconfig();
     let first = Operator::start(&operator_opts(&ns, &kubeconfig, "restart-1")).await;
     let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "apply",
+        "-f",
+        &manifest.display().to_string(),
+    ]);
     let before = wait_settled(&ns.name, "contacts").await;
     let (deployments, hpas, secret) = children(&ns.name, "contacts");
-    let uids = |items: &[Value]| -> Vec<Value> { items.iter().map(|i| i["metadata"]["uid"].clone()).collect() };
+    let uids = |items: &[Value]| -> Vec<Value> {
+        items.iter().map(|i| i["metadata"]["uid"].clone()).collect()
+    };
     let (dep_uids, hpa_uids) = (uids(&deployments), uids(&hpas));
     let secret_rv = secret.expect("worker Secret")["metadata"]["resourceVersion"].clone();
     first.stop();
 
     let writes_before = audit_writes(&ns.service_account_user()).len();
-    assert!(writes_before > 0, "the audit log shows the first operator's writes");
+    assert!(
+        writes_before > 0,
+        "the audit log shows the first operator's writes"
+    );
     let second = Operator::start(&operator_opts(&ns, &kubeconfig, "restart-2")).await;
     eventually("second operator reconciled", MINUTE, || async {
         (second.metric("freight_reconciles_total") >= 1.0).then_some(())
@@ -291,14 +474,35 @@ async fn restart_creates_no_duplicates_and_steady_state_writes_nothing() {
     tokio::time::sleep(Duration::from_secs(10)).await;
 
     let after = job(&ns.name, "contacts").expect("job");
-    assert_eq!(after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"], "status churned after restart");
+    assert_eq!(
+        after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"],
+        "status churned after restart"
+    );
     let (deployments, hpas, secret) = children(&ns.name, "contacts");
-    assert_eq!(uids(&deployments), dep_uids, "worker Deployment duplicated or replaced");
+    assert_eq!(
+        uids(&deployments),
+        dep_uids,
+        "worker Deployment duplicated or replaced"
+    );
     assert_eq!(uids(&hpas), hpa_uids, "HPA duplicated or replaced");
-    assert_eq!(secret.expect("worker Secret")["metadata"]["resourceVersion"], secret_rv, "credential rewritten");
-    assert_eq!(second.writes(), 0.0, "the restarted operator wrote: {}", second.log_text());
+    assert_eq!(
+        secret.expect("worker Secret")["metadata"]["resourceVersion"],
+        secret_rv,
+        "credential rewritten"
+    );
+    assert_eq!(
+        second.writes(),
+        0.0,
+        "the restarted operator wrote: {}",
+        second.log_text()
+    );
     let writes = audit_writes(&ns.service_account_user());
-    assert_eq!(writes.len(), writes_before, "audit log shows new writes: {:?}", &writes[writes_before..]);
+    assert_eq!(
+        writes.len(),
+        writes_before,
+        "audit log shows new writes: {:?}",
+        &writes[writes_before..]
+    );
     ns.delete().await;
     second.stop();
 }
@@ -311,13 +515,26 @@ async fn chart_rbac_is_enough_and_not_more() {
     let ns = TestNamespace::create_with("rbac", &[]);
     let user = ns.service_account_user();
     let can_i = |verb: &str, resource: &str| {
-        let out = kubectl(&["auth", "can-i", verb, resource, "-n", &ns.name, "--as", &user]);
+        let out = kubectl(&[
+            "auth", "can-i", verb, resource, "-n", &ns.name, "--as", &user,
+        ]);
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
     assert!(can_i("watch", "migrationjobs.freight.dev"));
     assert!(can_i("patch", "deployments.apps"));
-    for (verb, resource) in [("create", "pods"), ("get", "configmaps"), ("update", "secrets"), ("delete", "migrationjobs.freight.dev"), ("create", "deployments.apps"), ("escalate", "roles")] {
-        assert!(!can_i(verb, resource), "the chart grants {verb} {resource}, which the operator never uses");
+    for (verb, resource) in [
+        ("create", "pods"),
+        ("get", "configmaps"),
+        ("update", "secrets"),
+        ("delete", "migrationjobs.freight.dev"),
+        ("update", "deployments.apps"),
+        ("escalate", "roles"),
+        ("create", "migrationjobs.freight.dev"),
+    ] {
+        assert!(
+            !can_i(verb, resource),
+            "the chart grants {verb} {resource}, which the operator never uses"
+        );
     }
 
     let kubeconfig = ns.operator_kubeconfig();
@@ -330,13 +547,44 @@ async fn chart_rbac_is_enough_and_not_more() {
     };
     let op = Operator::start(&opts).await;
     let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "apply",
+        "-f",
+        &manifest.display().to_string(),
+    ]);
     wait_settled(&ns.name, "contacts").await;
-    kubectl_ok(&["-n", &ns.name, "patch", "mj", "contacts", "--type=merge", "-p", r#"{"spec":{"suspend":true}}"#]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "mj",
+        "contacts",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
     wait_phase(&ns.name, "contacts", "Suspended").await;
-    kubectl_ok(&["-n", &ns.name, "delete", "mj", "contacts", "--wait=true", "--timeout=60s"]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "delete",
+        "mj",
+        "contacts",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     let log = op.log_text();
-    assert!(!log.to_lowercase().contains("forbidden"), "forbidden in the operator log:\n{log}");
+    let denials: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("is forbidden: User"))
+        .collect();
+    assert!(
+        denials.is_empty(),
+        "RBAC denied the operator:\n{}",
+        denials.join("\n")
+    );
     assert_eq!(op.metric("freight_reconcile_errors_total"), 0.0, "{log}");
     ns.delete().await;
     op.stop();
@@ -355,19 +603,39 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     const LEASE: u64 = 6;
     let ns = TestNamespace::create("leader");
     let kubeconfig = ns.operator_kubeconfig();
-    let opts = |identity| OperatorOptions { lease_seconds: LEASE, ..operator_opts(&ns, &kubeconfig, identity) };
+    let opts = |identity| OperatorOptions {
+        lease_seconds: LEASE,
+        ..operator_opts(&ns, &kubeconfig, identity)
+    };
     let a = Operator::start(&opts("replica-a")).await;
     let b = Operator::start(&opts("replica-b")).await;
-    let holder = eventually("a lease holder", MINUTE, || async { lease_holder(&ns.name) }).await;
-    let (leader, standby) = if holder == "replica-a" { (a, b) } else { (b, a) };
+    let holder = eventually("a lease holder", MINUTE, || async {
+        lease_holder(&ns.name)
+    })
+    .await;
+    let (leader, standby) = if holder == "replica-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
 
     let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&["-n", &ns.name, "apply", "-f", &manifest.display().to_string()]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "apply",
+        "-f",
+        &manifest.display().to_string(),
+    ]);
     wait_settled(&ns.name, "contacts").await;
     assert!(leader.writes() > 0.0, "the leader wrote nothing");
     assert_eq!(standby.writes(), 0.0, "the standby wrote");
     assert_eq!(standby.metric("freight_leader"), 0.0);
-    assert_eq!(standby.metric("freight_reconciles_total"), 0.0, "the standby reconciled");
+    assert_eq!(
+        standby.metric("freight_reconciles_total"),
+        0.0,
+        "the standby reconciled"
+    );
 
     let killed = std::time::Instant::now();
     leader.kill();
@@ -385,9 +653,85 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         (standby.metric("freight_leader") == 1.0).then_some(())
     })
     .await;
-    kubectl_ok(&["-n", &ns.name, "patch", "mj", "contacts", "--type=merge", "-p", r#"{"spec":{"suspend":true}}"#]);
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "mj",
+        "contacts",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
     wait_phase(&ns.name, "contacts", "Suspended").await;
-    assert!(standby.writes() > 0.0, "the new leader did not write the status");
+    assert!(
+        standby.writes() > 0.0,
+        "the new leader did not write the status"
+    );
     ns.delete().await;
     standby.stop();
+}
+
+/// Worker pods on the fake nodes are real local `freight worker` processes:
+/// their number follows the Deployment, and suspend stops them all.
+#[tokio::test]
+async fn worker_pods_run_as_processes_and_suspend_stops_them() {
+    let ns = TestNamespace::create("workers");
+    let kubeconfig = ns.operator_kubeconfig();
+    let op = Operator::start(&operator_opts(&ns, &kubeconfig, "workers")).await;
+    let manifest = std::fs::read_to_string(repo_root().join("examples/postgres-to-postgres.yaml"))
+        .expect("example")
+        .replace("    min: 1\n", "    min: 2\n");
+    assert!(manifest.contains("min: 2"));
+    kubectl_stdin(&["-n", &ns.name, "apply", "-f", "-"], &manifest);
+
+    let procs = eventually("two worker processes", MINUTE, || async {
+        let p = running_processes(&ns.name);
+        (p.len() == 2).then_some(p)
+    })
+    .await;
+    for p in &procs {
+        let log = state_dir().join(format!("pods/{}_{}_worker.log", p.namespace, p.pod));
+        let text = eventually("worker log", MINUTE, || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("worker starting"))
+        })
+        .await;
+        assert!(text.contains("\"job\":\"contacts\""), "{text}");
+    }
+
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "mj",
+        "contacts",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
+    wait_phase(&ns.name, "contacts", "Suspended").await;
+    eventually("no worker process while suspended", MINUTE, || async {
+        running_processes(&ns.name).is_empty().then_some(())
+    })
+    .await;
+
+    kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "mj",
+        "contacts",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    eventually("workers back after resume", MINUTE, || async {
+        (running_processes(&ns.name).len() == 2).then_some(())
+    })
+    .await;
+    wait_phase(&ns.name, "contacts", "Running").await;
+    ns.delete().await;
+    op.stop();
 }

@@ -1,0 +1,40 @@
+# shellcheck shell=bash
+# Source this file (do not execute it):   source e2e/cluster/env.sh
+# Puts the cached control-plane binaries built by build.sh on PATH and points
+# KUBECONFIG at the e2e cluster started by up.sh. Safe to source repeatedly.
+# (No `set -euo pipefail` here on purpose: it would leak into the caller's shell.)
+
+FREIGHT_CLUSTER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=e2e/cluster/versions.env disable=SC1091
+source "$FREIGHT_CLUSTER_DIR/versions.env"
+
+export FREIGHT_CLUSTER_DIR K8S_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION
+export FREIGHT_CACHE=${FREIGHT_CACHE:-$HOME/.cache/freight}
+export FREIGHT_E2E_STATE=${FREIGHT_E2E_STATE:-/tmp/freight-e2e}
+
+# Loopback ports (non-default so they do not clash with a real cluster/etcd).
+export FREIGHT_ETCD_PORT=${FREIGHT_ETCD_PORT:-12379}
+export FREIGHT_ETCD_PEER_PORT=${FREIGHT_ETCD_PEER_PORT:-12380}
+export FREIGHT_APISERVER_PORT=${FREIGHT_APISERVER_PORT:-16443}
+export FREIGHT_KCM_PORT=${FREIGHT_KCM_PORT:-20257}
+export FREIGHT_SCHEDULER_PORT=${FREIGHT_SCHEDULER_PORT:-20259}
+export FREIGHT_APISERVER_URL="https://127.0.0.1:${FREIGHT_APISERVER_PORT}"
+
+export FREIGHT_BIN_KUBERNETES="$FREIGHT_CACHE/bin/kubernetes-$K8S_VERSION"
+export FREIGHT_BIN_ETCD="$FREIGHT_CACHE/bin/etcd-$ETCD_VERSION"
+export FREIGHT_BIN_KWOK="$FREIGHT_CACHE/bin/kwok-$KWOK_VERSION"
+export FREIGHT_BIN_HELM="$FREIGHT_CACHE/bin/helm-$HELM_VERSION"
+
+for _freight_d in "$FREIGHT_BIN_HELM" "$FREIGHT_BIN_KWOK" "$FREIGHT_BIN_ETCD" "$FREIGHT_BIN_KUBERNETES"; do
+  case ":$PATH:" in
+    *":$_freight_d:"*) ;;
+    *) PATH="$_freight_d:$PATH" ;;
+  esac
+done
+unset _freight_d
+export PATH
+
+# Admin (system:masters) kubeconfig of the running cluster, written by up.sh.
+export KUBECONFIG="$FREIGHT_E2E_STATE/kubeconfig"
+# The audit log (Metadata level, writes only; see audit-policy.yaml).
+export FREIGHT_AUDIT_LOG="$FREIGHT_E2E_STATE/audit.log"
