@@ -25,6 +25,44 @@ fn operator_opts<'a>(
     }
 }
 
+/// A fresh namespace with the chart installed and an operator watching it.
+async fn namespace_with_operator(prefix: &str) -> (TestNamespace, Operator) {
+    let ns = TestNamespace::create(prefix);
+    let kubeconfig = ns.operator_kubeconfig();
+    let op = Operator::start(&operator_opts(&ns, &kubeconfig, prefix)).await;
+    (ns, op)
+}
+
+/// Applies `examples/postgres-to-postgres.yaml` (two Secrets and the job `contacts`).
+fn apply_example(ns: &str) {
+    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
+    kubectl_ok(&["-n", ns, "apply", "-f", &manifest.display().to_string()]);
+}
+
+/// Merge-patches the job `contacts`; returns kubectl's result.
+fn patch_job(ns: &str, patch: &str) -> std::process::Output {
+    kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "mj",
+        "contacts",
+        "--type=merge",
+        "-p",
+        patch,
+    ])
+}
+
+/// Merge-patches the job `contacts`, which must succeed.
+fn patch_job_ok(ns: &str, patch: &str) {
+    let out = patch_job(ns, patch);
+    assert!(
+        out.status.success(),
+        "patch {patch}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn get_json(args: &[&str]) -> Option<Value> {
     let out = kubectl(args);
     out.status
@@ -145,17 +183,8 @@ fn example_files(dir: &str) -> Vec<std::path::PathBuf> {
 /// shows the documentation.
 #[tokio::test]
 async fn get_shows_columns_and_explain_shows_docs() {
-    let ns = TestNamespace::create("columns");
-    let kubeconfig = ns.operator_kubeconfig();
-    let op = Operator::start(&operator_opts(&ns, &kubeconfig, "columns")).await;
-    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "apply",
-        "-f",
-        &manifest.display().to_string(),
-    ]);
+    let (ns, op) = namespace_with_operator("columns").await;
+    apply_example(&ns.name);
     wait_settled(&ns.name, "contacts").await;
 
     let table = kubectl_ok(&["-n", &ns.name, "get", "mj"]);
@@ -212,9 +241,7 @@ async fn get_shows_columns_and_explain_shows_docs() {
 /// Secret with owner references; deleting the job removes them.
 #[tokio::test]
 async fn valid_examples_create_owned_children_and_deletion_removes_them() {
-    let ns = TestNamespace::create("examples");
-    let kubeconfig = ns.operator_kubeconfig();
-    let op = Operator::start(&operator_opts(&ns, &kubeconfig, "examples")).await;
+    let (ns, op) = namespace_with_operator("examples").await;
     let files = example_files("examples");
     assert!(files.len() >= 2);
     for file in files {
@@ -305,46 +332,15 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Transition rules: an immutable field and a counter that only goes up.
-    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&[
-        "-n",
+    apply_example(&ns.name);
+    let out = patch_job(
         &ns.name,
-        "apply",
-        "-f",
-        &manifest.display().to_string(),
-    ]);
-    let out = kubectl(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "mj",
-        "contacts",
-        "--type=merge",
-        "-p",
         r#"{"spec":{"source":{"postgres":{"table":"people"}}}}"#,
-    ]);
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("source is immutable"));
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "mj",
-        "contacts",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"retryFailed":2}}"#,
-    ]);
-    let out = kubectl(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "mj",
-        "contacts",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"retryFailed":1}}"#,
-    ]);
+    patch_job_ok(&ns.name, r#"{"spec":{"retryFailed":2}}"#);
+    let out = patch_job(&ns.name, r#"{"spec":{"retryFailed":1}}"#);
     assert!(String::from_utf8_lossy(&out.stderr).contains("retryFailed can only be increased"));
     // No operator runs in this test: nothing holds a finalizer.
     ns.delete().await;
@@ -354,9 +350,7 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
 /// recovers by itself once the Secret is created.
 #[tokio::test]
 async fn missing_secret_is_reported_and_the_job_recovers() {
-    let ns = TestNamespace::create("secret");
-    let kubeconfig = ns.operator_kubeconfig();
-    let op = Operator::start(&operator_opts(&ns, &kubeconfig, "secret")).await;
+    let (ns, op) = namespace_with_operator("secret").await;
     let manifest = std::fs::read_to_string(repo_root().join("examples/postgres-to-postgres.yaml"))
         .expect("example");
     let job_only: String = manifest
@@ -444,14 +438,7 @@ async fn restart_creates_no_duplicates_and_steady_state_writes_nothing() {
     let ns = TestNamespace::create("restart");
     let kubeconfig = ns.operator_kubeconfig();
     let first = Operator::start(&operator_opts(&ns, &kubeconfig, "restart-1")).await;
-    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "apply",
-        "-f",
-        &manifest.display().to_string(),
-    ]);
+    apply_example(&ns.name);
     let before = wait_settled(&ns.name, "contacts").await;
     let (deployments, hpas, secret) = children(&ns.name, "contacts");
     let uids = |items: &[Value]| -> Vec<Value> {
@@ -546,25 +533,9 @@ async fn chart_rbac_is_enough_and_not_more() {
         lease_seconds: 15,
     };
     let op = Operator::start(&opts).await;
-    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "apply",
-        "-f",
-        &manifest.display().to_string(),
-    ]);
+    apply_example(&ns.name);
     wait_settled(&ns.name, "contacts").await;
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "mj",
-        "contacts",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"suspend":true}}"#,
-    ]);
+    patch_job_ok(&ns.name, r#"{"spec":{"suspend":true}}"#);
     wait_phase(&ns.name, "contacts", "Suspended").await;
     kubectl_ok(&[
         "-n",
@@ -619,14 +590,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         (b, a)
     };
 
-    let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "apply",
-        "-f",
-        &manifest.display().to_string(),
-    ]);
+    apply_example(&ns.name);
     wait_settled(&ns.name, "contacts").await;
     assert!(leader.writes() > 0.0, "the leader wrote nothing");
     assert_eq!(standby.writes(), 0.0, "the standby wrote");
@@ -653,16 +617,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         (standby.metric("freight_leader") == 1.0).then_some(())
     })
     .await;
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "mj",
-        "contacts",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"suspend":true}}"#,
-    ]);
+    patch_job_ok(&ns.name, r#"{"spec":{"suspend":true}}"#);
     wait_phase(&ns.name, "contacts", "Suspended").await;
     assert!(
         standby.writes() > 0.0,
@@ -676,9 +631,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
 /// their number follows the Deployment, and suspend stops them all.
 #[tokio::test]
 async fn worker_pods_run_as_processes_and_suspend_stops_them() {
-    let ns = TestNamespace::create("workers");
-    let kubeconfig = ns.operator_kubeconfig();
-    let op = Operator::start(&operator_opts(&ns, &kubeconfig, "workers")).await;
+    let (ns, op) = namespace_with_operator("workers").await;
     let manifest = std::fs::read_to_string(repo_root().join("examples/postgres-to-postgres.yaml"))
         .expect("example")
         .replace("    min: 1\n", "    min: 2\n");
@@ -701,32 +654,14 @@ async fn worker_pods_run_as_processes_and_suspend_stops_them() {
         assert!(text.contains("\"job\":\"contacts\""), "{text}");
     }
 
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "mj",
-        "contacts",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"suspend":true}}"#,
-    ]);
+    patch_job_ok(&ns.name, r#"{"spec":{"suspend":true}}"#);
     wait_phase(&ns.name, "contacts", "Suspended").await;
     eventually("no worker process while suspended", MINUTE, || async {
         running_processes(&ns.name).is_empty().then_some(())
     })
     .await;
 
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "patch",
-        "mj",
-        "contacts",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"suspend":false}}"#,
-    ]);
+    patch_job_ok(&ns.name, r#"{"spec":{"suspend":false}}"#);
     eventually("workers back after resume", MINUTE, || async {
         (running_processes(&ns.name).len() == 2).then_some(())
     })
