@@ -1,11 +1,13 @@
 //! Freight: a Kubernetes operator that runs data migration jobs.
 //!
 //! - [`api`]: the `MigrationJob` custom resource (what `kubectl explain` shows).
+//! - [`domain`]: the pure data-plane core (planning, outcome, isolation), no Kubernetes.
 //! - [`controller`]: the reconcile pipeline (validate → build → apply → status).
 //! - [`operator`]: process wiring: controller, leader election, HTTP endpoints.
 pub mod api;
 pub mod controller;
 pub mod crd;
+pub mod domain;
 pub mod http;
 pub mod leader;
 pub mod metrics;
