@@ -12,6 +12,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod postgres;
 pub mod signals;
 pub mod telemetry;
 pub mod worker;

@@ -1,0 +1,14 @@
+//! PostgreSQL source and target.
+//!
+//! Connection strings come from Secrets and are never logged: errors carry
+//! the server's message and SQLSTATE, not the URL.
+
+mod catalog;
+mod connect;
+mod copy;
+mod error;
+
+pub use catalog::{Column, TableRef, table_columns};
+pub use connect::connect;
+pub use copy::{CopySpec, FailedRecord, RangeCopy, copy_range, prepare_staging};
+pub use error::{PgError, PgErrorKind};
