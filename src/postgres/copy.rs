@@ -70,7 +70,8 @@ pub fn quote_literal(value: &str) -> String {
     format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-fn qualified(t: &TableRef) -> String {
+/// `"schema"."table"`.
+pub fn qualified(t: &TableRef) -> String {
     format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.table))
 }
 

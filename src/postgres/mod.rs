@@ -7,8 +7,9 @@ mod catalog;
 mod connect;
 mod copy;
 mod error;
+pub mod ledger;
 
 pub use catalog::{Column, TableRef, table_columns};
 pub use connect::connect;
-pub use copy::{CopySpec, FailedRecord, RangeCopy, copy_range, prepare_staging};
+pub use copy::{CopySpec, FailedRecord, RangeCopy, copy_range, prepare_staging, quote_ident};
 pub use error::{PgError, PgErrorKind};

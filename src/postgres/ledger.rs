@@ -1,0 +1,297 @@
+//! The durable ledger of a job, kept in the target database (schema
+//! `freight`): the plan (one row per key range), leases, per-batch results
+//! and failed records.
+//!
+//! A batch's result is recorded in the same transaction that writes its rows
+//! ([`complete`] takes the copy's transaction), and only by the holder of its
+//! current lease. So a batch's rows and its "done" mark commit together or not
+//! at all: a crash anywhere loses no finished batch and counts none twice, and
+//! a worker whose lease expired cannot commit over the batch's new holder.
+
+use futures::{StreamExt, pin_mut};
+use tokio_postgres::{Client, Transaction};
+
+use super::{
+    catalog::TableRef,
+    copy::{FailedRecord, qualified, quote_ident},
+    error::PgError,
+};
+use crate::domain::plan::{KeyRange, PlanTotals, Planner};
+
+/// Creates the ledger schema if it is not there (idempotent).
+pub async fn install(client: &Client) -> Result<(), PgError> {
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS freight;
+             CREATE TABLE IF NOT EXISTS freight.jobs (
+               job_uid uuid PRIMARY KEY,
+               total_records bigint NOT NULL,
+               total_batches bigint NOT NULL,
+               planned_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE IF NOT EXISTS freight.batches (
+               job_uid uuid NOT NULL,
+               batch_id bigint NOT NULL,
+               lower_key text,
+               upper_key text,
+               planned_records bigint NOT NULL,
+               state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'leased', 'done')),
+               attempts int NOT NULL DEFAULT 0,
+               lease_id uuid,
+               lease_owner text,
+               lease_expires timestamptz,
+               processed_records bigint NOT NULL DEFAULT 0,
+               failed_records bigint NOT NULL DEFAULT 0,
+               finished_at timestamptz,
+               PRIMARY KEY (job_uid, batch_id));
+             CREATE INDEX IF NOT EXISTS batches_open ON freight.batches (job_uid, batch_id)
+               WHERE state <> 'done';
+             CREATE TABLE IF NOT EXISTS freight.failed_records (
+               job_uid uuid NOT NULL,
+               record_key text NOT NULL,
+               batch_id bigint NOT NULL,
+               error text NOT NULL,
+               recorded_at timestamptz NOT NULL DEFAULT now(),
+               PRIMARY KEY (job_uid, record_key));",
+        )
+        .await
+        .map_err(|e| PgError::from_driver("install ledger", &e))
+}
+
+/// Plans the job if it is not planned yet: streams the source's keys in key
+/// order (memory does not grow with the table) and stores the ranges, all in
+/// one target transaction. Planning again returns the stored totals.
+pub async fn plan(
+    source: &Client,
+    target: &mut Client,
+    job_uid: &str,
+    table: &TableRef,
+    key_column: &str,
+    batch_size: u64,
+) -> Result<PlanTotals, PgError> {
+    if let Some(totals) = planned(target, job_uid).await? {
+        return Ok(totals);
+    }
+    let key = quote_ident(key_column);
+    let source_table = qualified(table);
+    // Alias the text form: ORDER BY must sort by the column (its type and
+    // collation), not by the text it is printed as.
+    let sql = format!(
+        "SELECT {key}::text AS freight_key FROM {source_table} ORDER BY {source_table}.{key}"
+    );
+    let rows = source
+        .query_raw(&sql, std::iter::empty::<&str>())
+        .await
+        .map_err(|e| PgError::from_driver("read source keys", &e))?;
+    pin_mut!(rows);
+    let tx = target
+        .transaction()
+        .await
+        .map_err(|e| PgError::from_driver("begin plan", &e))?;
+    let insert = tx
+        .prepare(
+            "INSERT INTO freight.batches (job_uid, batch_id, lower_key, upper_key, planned_records)
+             VALUES ($1::text::uuid, $2, $3, $4, $5)",
+        )
+        .await
+        .map_err(|e| PgError::from_driver("prepare plan insert", &e))?;
+    let mut planner = Planner::new(batch_size);
+    let mut batch_id: i64 = 0;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(|e| PgError::from_driver("read source keys", &e))?;
+        let key: Option<String> = row.get(0);
+        let key = key.ok_or_else(|| {
+            PgError::config(
+                "plan",
+                format!("key column {key_column} holds NULL; a key must be NOT NULL"),
+            )
+        })?;
+        if let Some(range) = planner.observe(key) {
+            store(&tx, &insert, job_uid, batch_id, &range).await?;
+            batch_id += 1;
+        }
+    }
+    let (last, totals) = planner.finish();
+    store(&tx, &insert, job_uid, batch_id, &last).await?;
+    tx.execute(
+        "INSERT INTO freight.jobs (job_uid, total_records, total_batches) VALUES ($1::text::uuid, $2, $3)",
+        &[&job_uid, &(totals.records as i64), &(totals.batches as i64)],
+    )
+    .await
+    .map_err(|e| PgError::from_driver("store plan", &e))?;
+    tx.commit()
+        .await
+        .map_err(|e| PgError::from_driver("commit plan", &e))?;
+    Ok(totals)
+}
+
+async fn store(
+    tx: &Transaction<'_>,
+    insert: &tokio_postgres::Statement,
+    job_uid: &str,
+    batch_id: i64,
+    range: &KeyRange<String>,
+) -> Result<(), PgError> {
+    tx.execute(
+        insert,
+        &[
+            &job_uid,
+            &batch_id,
+            &range.lower,
+            &range.upper,
+            &(range.planned_records as i64),
+        ],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| PgError::from_driver("store plan", &e))
+}
+
+/// The stored plan totals, if the job is planned.
+pub async fn planned(client: &Client, job_uid: &str) -> Result<Option<PlanTotals>, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT total_records, total_batches FROM freight.jobs WHERE job_uid = $1::text::uuid",
+            &[&job_uid],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("read plan", &e))?;
+    Ok(row.map(|r| PlanTotals {
+        records: r.get::<_, i64>(0) as u64,
+        batches: r.get::<_, i64>(1) as u64,
+    }))
+}
+
+/// A batch leased to one worker until its lease expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The batch.
+    pub batch_id: i64,
+    /// Proof of holding the lease; required to record the result.
+    pub lease_id: String,
+    /// Inclusive lower key bound (None: unbounded).
+    pub lower: Option<String>,
+    /// Exclusive upper key bound (None: unbounded).
+    pub upper: Option<String>,
+    /// This is attempt number `attempt` of the batch.
+    pub attempt: i32,
+}
+
+/// Leases the next open batch (pending, or leased with an expired lease) to
+/// `owner` for `seconds`. Concurrent callers never get the same batch.
+pub async fn lease(
+    client: &Client,
+    job_uid: &str,
+    owner: &str,
+    seconds: f64,
+) -> Result<Option<Lease>, PgError> {
+    let row = client
+        .query_opt(
+            "UPDATE freight.batches b
+                SET state = 'leased', lease_id = gen_random_uuid(), lease_owner = $2,
+                    lease_expires = now() + make_interval(secs => $3), attempts = b.attempts + 1
+              WHERE (b.job_uid, b.batch_id) = (
+                    SELECT job_uid, batch_id FROM freight.batches
+                     WHERE job_uid = $1::text::uuid
+                       AND (state = 'pending' OR (state = 'leased' AND lease_expires < now()))
+                     ORDER BY batch_id
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+          RETURNING b.batch_id, b.lease_id::text, b.lower_key, b.upper_key, b.attempts",
+            &[&job_uid, &owner, &seconds],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("lease batch", &e))?;
+    Ok(row.map(|r| Lease {
+        batch_id: r.get(0),
+        lease_id: r.get(1),
+        lower: r.get(2),
+        upper: r.get(3),
+        attempt: r.get(4),
+    }))
+}
+
+/// Records a finished batch inside the transaction that wrote its rows.
+/// Returns false — and the caller must roll back — if the lease is no longer
+/// held (it expired and the batch went to another worker).
+pub async fn complete(
+    tx: &Transaction<'_>,
+    job_uid: &str,
+    lease: &Lease,
+    processed: u64,
+    failed: &[FailedRecord],
+) -> Result<bool, PgError> {
+    let updated = tx
+        .execute(
+            "UPDATE freight.batches
+                SET state = 'done', processed_records = $4, failed_records = $5,
+                    finished_at = now(), lease_expires = NULL
+              WHERE job_uid = $1::text::uuid AND batch_id = $2 AND lease_id = $3::text::uuid
+                AND state = 'leased'",
+            &[
+                &job_uid,
+                &lease.batch_id,
+                &lease.lease_id,
+                &(processed as i64),
+                &(failed.len() as i64),
+            ],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("record batch", &e))?;
+    if updated != 1 {
+        return Ok(false);
+    }
+    for f in failed {
+        tx.execute(
+            "INSERT INTO freight.failed_records (job_uid, record_key, batch_id, error)
+             VALUES ($1::text::uuid, $2, $3, $4)
+             ON CONFLICT (job_uid, record_key) DO UPDATE
+               SET batch_id = EXCLUDED.batch_id, error = EXCLUDED.error, recorded_at = now()",
+            &[&job_uid, &f.key, &lease.batch_id, &f.error],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("record failed record", &e))?;
+    }
+    Ok(true)
+}
+
+/// Batch and record counters of a job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerCounts {
+    /// Batches not leased yet.
+    pub pending: i64,
+    /// Batches leased (including expired leases not yet taken over).
+    pub leased: i64,
+    /// Batches finished.
+    pub done: i64,
+    /// Finished batches with failed records.
+    pub done_with_failures: i64,
+    /// Records written.
+    pub processed_records: i64,
+    /// Records rejected.
+    pub failed_records: i64,
+}
+
+/// Reads the counters (one aggregate query).
+pub async fn counts(client: &Client, job_uid: &str) -> Result<LedgerCounts, PgError> {
+    let r = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE state = 'pending'),
+                    count(*) FILTER (WHERE state = 'leased'),
+                    count(*) FILTER (WHERE state = 'done'),
+                    count(*) FILTER (WHERE state = 'done' AND failed_records > 0),
+                    coalesce(sum(processed_records), 0)::bigint,
+                    coalesce(sum(failed_records), 0)::bigint
+               FROM freight.batches WHERE job_uid = $1::text::uuid",
+            &[&job_uid],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("count batches", &e))?;
+    Ok(LedgerCounts {
+        pending: r.get(0),
+        leased: r.get(1),
+        done: r.get(2),
+        done_with_failures: r.get(3),
+        processed_records: r.get(4),
+        failed_records: r.get(5),
+    })
+}
