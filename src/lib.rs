@@ -6,6 +6,7 @@
 //! - [`operator`]: process wiring: controller, leader election, HTTP endpoints.
 pub mod api;
 pub mod controller;
+pub mod coordinator;
 pub mod crd;
 pub mod domain;
 pub mod http;

@@ -1,0 +1,113 @@
+//! `POST /v1/namespaces/{namespace}/migrationjobs/{name}/leases`
+//!
+//! Authorization: `Bearer <job credential>`; body `{"worker": "<pod name>"}`.
+//!
+//! | answer | meaning |
+//! |---|---|
+//! | 200 + [`LeaseResponse`] | a batch is yours until the lease expires |
+//! | 204 + `Retry-After` | nothing to lease now (all leased, or paused); ask again |
+//! | 410 | the job has nothing left to do; the worker may exit |
+//! | 401 | no credential, or not this job's |
+//! | 404 | the coordinator serves no such job (yet) |
+//! | 503 + `Retry-After` | the ledger is unreachable; ask again |
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde::{Deserialize, Serialize};
+
+use super::registry::{JobKey, JobState, Registry};
+use crate::postgres::ledger;
+
+/// A leased batch, as the worker receives it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseResponse {
+    /// The job's UID (the ledger key to record the result under).
+    pub job_uid: String,
+    /// The batch.
+    pub batch_id: i64,
+    /// Proof of the lease, needed to record the result.
+    pub lease_id: String,
+    /// Inclusive lower key bound (absent: unbounded).
+    pub lower: Option<String>,
+    /// Exclusive upper key bound (absent: unbounded).
+    pub upper: Option<String>,
+    /// Attempt number of this batch.
+    pub attempt: i32,
+    /// Seconds until the lease expires.
+    pub lease_seconds: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct LeaseRequest {
+    worker: String,
+}
+
+/// The coordinator's routes.
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .route(
+            "/v1/namespaces/{namespace}/migrationjobs/{name}/leases",
+            post(lease),
+        )
+        .with_state(registry)
+}
+
+fn retry_later(status: StatusCode, seconds: u32) -> Response {
+    let mut response = status.into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+async fn lease(
+    State(registry): State<Registry>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(request): Json<LeaseRequest>,
+) -> Response {
+    let key = JobKey { namespace, name };
+    let Some(job) = registry.get(&key) else {
+        return retry_later(StatusCode::NOT_FOUND, 5);
+    };
+    // Checked before anything else is revealed about the job.
+    if !bearer(&headers).is_some_and(|t| job.accepts(t)) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    match job.state {
+        JobState::Finished => return StatusCode::GONE.into_response(),
+        JobState::Paused => return retry_later(StatusCode::NO_CONTENT, 5),
+        JobState::Serving => {}
+    }
+    match ledger::lease(&job.ledger, &job.uid, &request.worker, job.lease_seconds).await {
+        Ok(Some(l)) => Json(LeaseResponse {
+            job_uid: job.uid.clone(),
+            batch_id: l.batch_id,
+            lease_id: l.lease_id,
+            lower: l.lower,
+            upper: l.upper,
+            attempt: l.attempt,
+            lease_seconds: job.lease_seconds,
+        })
+        .into_response(),
+        Ok(None) => retry_later(StatusCode::NO_CONTENT, 2),
+        Err(e) => {
+            tracing::warn!(job = %key.name, namespace = %key.namespace, error = %e, "lease failed");
+            retry_later(StatusCode::SERVICE_UNAVAILABLE, 2)
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The jobs the coordinator serves, kept up to date by the reconciler.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use sha2::{Digest, Sha256};
+
+/// Namespace and name of a MigrationJob.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Whether a job hands out batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Batches are handed out.
+    Serving,
+    /// No batches (suspended, or rolling back); workers wait.
+    Paused,
+    /// Nothing left to do; workers may exit.
+    Finished,
+}
+
+/// What the coordinator knows of one job.
+pub struct JobEntry {
+    /// The job's UID (its ledger key).
+    pub uid: String,
+    token_sha256: [u8; 32],
+    /// The ledger's database (the job's target).
+    pub ledger: Arc<tokio_postgres::Client>,
+    /// Whether it hands out batches.
+    pub state: JobState,
+    /// How long a lease lasts before the batch may go to another worker.
+    pub lease_seconds: f64,
+}
+
+impl JobEntry {
+    /// An entry; only the token's hash is kept.
+    pub fn new(
+        uid: String,
+        token: &str,
+        ledger: Arc<tokio_postgres::Client>,
+        state: JobState,
+        lease_seconds: f64,
+    ) -> Self {
+        Self {
+            uid,
+            token_sha256: Sha256::digest(token.as_bytes()).into(),
+            ledger,
+            state,
+            lease_seconds,
+        }
+    }
+
+    /// Whether `token` is this job's credential (compared in constant time).
+    pub fn accepts(&self, token: &str) -> bool {
+        let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        given
+            .iter()
+            .zip(self.token_sha256.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// The jobs being served, shared between the reconciler and the API.
+#[derive(Clone, Default)]
+pub struct Registry(Arc<RwLock<HashMap<JobKey, Arc<JobEntry>>>>);
+
+impl Registry {
+    /// Adds or replaces a job.
+    pub fn upsert(&self, key: JobKey, entry: JobEntry) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::new(entry));
+    }
+
+    /// Forgets a job.
+    pub fn remove(&self, key: &JobKey) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// The entry of a job.
+    pub fn get(&self, key: &JobKey) -> Option<Arc<JobEntry>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+}
