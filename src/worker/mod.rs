@@ -5,6 +5,8 @@
 //! `/metrics`, and shuts down cleanly on SIGTERM. The batch loop (lease a
 //! batch, copy it, report it) arrives with the data plane.
 
+pub mod batches;
+
 use std::{net::SocketAddr, sync::Arc};
 
 use prometheus_client::{

@@ -1,0 +1,190 @@
+//! The data plane without Kubernetes: a real PostgreSQL, the ledger, the
+//! coordinator on a loopback port and several worker loops migrating a table.
+
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::{sync::Arc, time::Duration};
+
+use freight::{
+    api::{PostgresSource, PostgresTarget, SecretKeyRef, WriteMode},
+    coordinator::{JobEntry, JobKey, JobState, Registry, router},
+    postgres::{TableRef, connect, ledger},
+    worker::batches::{self, BatchConfig, BatchMetrics, Stopped},
+};
+use pg::TempPostgres;
+
+const JOB: &str = "1f0e7c1a-0000-4000-8000-00000000000a";
+const TABLE: &str = "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, age int, note jsonb, seen timestamptz)";
+const CHECKSUM: &str =
+    "SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY id)) FROM contacts t";
+
+fn secret_ref() -> SecretKeyRef {
+    SecretKeyRef {
+        name: "unused".into(),
+        key: "url".into(),
+    }
+}
+
+/// Plans, serves the coordinator, runs `workers` loops until the ledger is
+/// done, then tells them the job is finished. Returns the workers' metrics.
+async fn migrate(pg: &TempPostgres, workers: usize, batch: u64) -> Vec<BatchMetrics> {
+    let source = connect(&pg.url("source")).await.unwrap();
+    let mut target = connect(&pg.url("target")).await.unwrap();
+    ledger::install(&target).await.unwrap();
+    let table = TableRef {
+        schema: "public".into(),
+        table: "contacts".into(),
+    };
+    ledger::plan(&source, &mut target, JOB, &table, "id", batch)
+        .await
+        .unwrap();
+    let target = Arc::new(target);
+
+    let registry = Registry::default();
+    let key = JobKey {
+        namespace: "crm".into(),
+        name: "contacts".into(),
+    };
+    registry.upsert(
+        key.clone(),
+        JobEntry::new(
+            JOB.into(),
+            "secret-token",
+            target.clone(),
+            JobState::Serving,
+            30.0,
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, router(registry.clone())).into_future());
+
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::new();
+    for i in 0..workers {
+        let cfg = BatchConfig {
+            coordinator: format!("http://{addr}"),
+            namespace: "crm".into(),
+            job: "contacts".into(),
+            worker: format!("worker-{i}"),
+            token: "secret-token".into(),
+            source_url: pg.url("source"),
+            target_url: pg.url("target"),
+            source: PostgresSource {
+                connection_secret_ref: secret_ref(),
+                schema: "public".into(),
+                table: "contacts".into(),
+                key_column: "id".into(),
+                columns: None,
+            },
+            target: PostgresTarget {
+                connection_secret_ref: secret_ref(),
+                schema: "public".into(),
+                table: "contacts".into(),
+                mode: WriteMode::Upsert,
+            },
+        };
+        let shutdown = shutdown.clone();
+        handles.push(tokio::spawn(async move {
+            let metrics = BatchMetrics::new();
+            let stopped = batches::run(&cfg, &metrics, shutdown).await;
+            (stopped, metrics)
+        }));
+    }
+    // The operator's part, in miniature: watch the ledger, finish the job.
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let c = ledger::counts(&target, JOB).await.unwrap();
+            if c.pending == 0 && c.leased == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the workers finish the job");
+    registry.upsert(
+        key,
+        JobEntry::new(
+            JOB.into(),
+            "secret-token",
+            target.clone(),
+            JobState::Finished,
+            30.0,
+        ),
+    );
+    let mut metrics = Vec::new();
+    for h in handles {
+        let (stopped, m) = tokio::time::timeout(Duration::from_secs(30), h)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stopped, Stopped::JobFinished);
+        metrics.push(m);
+    }
+    metrics
+}
+
+fn seed(pg: &TempPostgres, rows: i64) {
+    pg.psql("source", TABLE);
+    pg.psql(
+        "source",
+        &format!(
+            "INSERT INTO contacts SELECT g, 'user' || g || '@example.com', g % 100,
+                    jsonb_build_object('g', g), TIMESTAMPTZ '2020-01-01' + g * INTERVAL '1 second'
+               FROM generate_series(1, {rows}) g"
+        ),
+    );
+}
+
+#[tokio::test]
+async fn workers_migrate_a_table_exactly() {
+    let pg = TempPostgres::start();
+    seed(&pg, 20_000);
+    pg.psql("target", TABLE);
+    let metrics = migrate(&pg, 3, 500).await;
+    assert_eq!(pg.psql("source", CHECKSUM), pg.psql("target", CHECKSUM));
+    let processed: u64 = metrics.iter().map(|m| m.processed.get()).sum();
+    let batches: u64 = metrics.iter().map(|m| m.batches.get()).sum();
+    assert_eq!((processed, batches), (20_000, 40));
+    assert!(
+        metrics.iter().filter(|m| m.batches.get() > 0).count() >= 2,
+        "the work was shared"
+    );
+    let target = connect(&pg.url("target")).await.unwrap();
+    let c = ledger::counts(&target, JOB).await.unwrap();
+    assert_eq!(
+        (c.done, c.processed_records, c.failed_records),
+        (40, 20_000, 0)
+    );
+}
+
+#[tokio::test]
+async fn rejected_records_are_kept_with_key_and_error() {
+    let pg = TempPostgres::start();
+    seed(&pg, 3_000);
+    pg.psql(
+        "target",
+        &format!("{TABLE}; ALTER TABLE contacts ADD CONSTRAINT adult CHECK (age >= 18)"),
+    );
+    let metrics = migrate(&pg, 2, 250).await;
+    let failed: u64 = metrics.iter().map(|m| m.failed.get()).sum();
+    assert_eq!(failed, 540, "ages 0-17 of every hundred rows");
+    assert_eq!(pg.psql("target", "SELECT count(*) FROM contacts"), "2460");
+    assert_eq!(
+        pg.psql(
+            "target",
+            "SELECT count(*) FROM freight.failed_records WHERE error LIKE '%adult%'"
+        ),
+        "540"
+    );
+    let keys_match = pg.psql(
+        "target",
+        "SELECT bool_and(record_key::bigint % 100 < 18) FROM freight.failed_records",
+    );
+    assert_eq!(
+        keys_match, "t",
+        "each failed record is kept under its own key"
+    );
+}
