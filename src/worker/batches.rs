@@ -60,9 +60,9 @@ pub struct BatchMetrics {
     pub duration: Histogram,
 }
 
-impl BatchMetrics {
+impl Default for BatchMetrics {
     /// Fresh metrics with batch-duration buckets from 10 ms to 60 s.
-    pub fn new() -> Self {
+    fn default() -> Self {
         Self {
             processed: Counter::default(),
             failed: Counter::default(),
@@ -70,6 +70,13 @@ impl BatchMetrics {
             transient_errors: Counter::default(),
             duration: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
         }
+    }
+}
+
+impl BatchMetrics {
+    /// Fresh metrics.
+    pub fn new() -> Self {
+        Self::default()
     }
 }
 
