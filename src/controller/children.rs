@@ -217,12 +217,12 @@ fn worker_deployment(
     revision: &str,
 ) -> Deployment {
     let name = job_name(job);
-    let mut selector = BTreeMap::from([
+    let selector = BTreeMap::from([
         (super::labels::JOB_LABEL.to_owned(), name.clone()),
         (REVISION_LABEL.to_owned(), revision.to_owned()),
     ]);
     let mut pod_labels = job_labels(&name);
-    pod_labels.append(&mut selector.clone());
+    pod_labels.extend(selector.clone());
     let mut metadata = meta(
         deployment_name(&name, revision),
         job.metadata.namespace.clone(),
@@ -273,7 +273,7 @@ fn worker_deployment(
             // zero while the job is suspended.
             replicas: job.spec.suspend.then_some(0),
             selector: LabelSelector {
-                match_labels: Some(selector.split_off("")),
+                match_labels: Some(selector),
                 match_expressions: None,
             },
             template: PodTemplateSpec {
@@ -363,12 +363,8 @@ fn short_hash<T: Serialize>(value: &T, len: usize) -> String {
     hex
 }
 
-/// A child that knows the hash of its own content.
-pub trait Hashed: Serialize + kube::Resource {}
-impl<T: Serialize + kube::Resource> Hashed for T {}
-
 /// Stamps `obj` with the hash of its content (computed without the stamp).
-fn with_hash<T: Hashed>(mut obj: T) -> T {
+fn with_hash<T: Serialize + kube::Resource>(mut obj: T) -> T {
     let hash = short_hash(&obj, 16);
     obj.meta_mut()
         .annotations

@@ -169,14 +169,13 @@ async fn ensure_children(
         .items;
     let autoscaler = autoscalers.get_opt(&autoscaler_name(&name)).await?;
 
-    for owned in [credential.as_ref().map(|s| check_owned(s, &uid, &name))]
-        .into_iter()
-        .chain([autoscaler.as_ref().map(|a| check_owned(a, &uid, &name))])
-        .flatten()
-    {
-        if let Err(problem) = owned {
-            return Ok(Err(problem));
-        }
+    // Never take over same-named objects this job does not control.
+    let ownership = [
+        credential.as_ref().map(|s| check_owned(s, &uid, &name)),
+        autoscaler.as_ref().map(|a| check_owned(a, &uid, &name)),
+    ];
+    if let Some(Err(problem)) = ownership.into_iter().flatten().find(Result::is_err) {
+        return Ok(Err(problem));
     }
 
     let token = credential
