@@ -509,6 +509,12 @@ async fn chart_rbac_is_enough_and_not_more() {
     };
     assert!(can_i("watch", "migrationjobs.freight.dev"));
     assert!(can_i("patch", "deployments.apps"));
+    for verb in ["get", "create", "patch"] {
+        assert!(
+            can_i(verb, "leases.coordination.k8s.io"),
+            "leader election needs {verb} leases"
+        );
+    }
     for (verb, resource) in [
         ("create", "pods"),
         ("get", "configmaps"),
@@ -517,6 +523,8 @@ async fn chart_rbac_is_enough_and_not_more() {
         ("update", "deployments.apps"),
         ("escalate", "roles"),
         ("create", "migrationjobs.freight.dev"),
+        ("update", "leases.coordination.k8s.io"),
+        ("list", "leases.coordination.k8s.io"),
     ] {
         assert!(
             !can_i(verb, resource),
