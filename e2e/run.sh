@@ -40,6 +40,13 @@ else
   started=1
 fi
 
+step "smoke-checking the control plane (nodes, pods, HPA, CEL, aggregated external metrics API)"
+smoke=$(bash e2e/cluster/smoke.sh | tee /dev/stderr | tail -n 1)
+[[ "$smoke" =~ ^smoke:\ [0-9]+\ passed,\ 0\ failed,\ 0\ skipped$ ]] || {
+  step "the control plane smoke check did not fully pass: $smoke"
+  exit 1
+}
+
 step "building freight and the pod runner"
 cargo build --bin freight -p freight --bin pod-runner -p freight-e2e
 export FREIGHT_E2E_BIN="$PWD/target/debug/freight"
