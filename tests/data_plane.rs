@@ -188,3 +188,75 @@ async fn rejected_records_are_kept_with_key_and_error() {
         "each failed record is kept under its own key"
     );
 }
+
+#[tokio::test]
+async fn retry_failed_reruns_exactly_the_failed_records() {
+    let pg = TempPostgres::start();
+    seed(&pg, 3_000);
+    pg.psql(
+        "target",
+        &format!("{TABLE}; ALTER TABLE contacts ADD CONSTRAINT adult CHECK (age >= 18)"),
+    );
+    migrate(&pg, 2, 250).await;
+
+    // The user fixes the target, then bumps spec.retryFailed to 1.
+    pg.psql("target", "ALTER TABLE contacts DROP CONSTRAINT adult");
+    let mut target = connect(&pg.url("target")).await.unwrap();
+    assert_eq!(
+        ledger::retry_failed(&mut target, JOB, 1, 250)
+            .await
+            .unwrap(),
+        540
+    );
+    assert_eq!(
+        ledger::retry_failed(&mut target, JOB, 1, 250)
+            .await
+            .unwrap(),
+        0,
+        "a round is scheduled once"
+    );
+
+    let metrics = migrate(&pg, 2, 250).await;
+    let processed: u64 = metrics.iter().map(|m| m.processed.get()).sum();
+    assert_eq!(processed, 540, "only the failed records ran again");
+    let c = ledger::counts(&target, JOB).await.unwrap();
+    assert_eq!((c.processed_records, c.failed_records), (3000, 0));
+    assert_eq!(pg.psql("source", CHECKSUM), pg.psql("target", CHECKSUM));
+}
+
+#[tokio::test]
+async fn a_partial_fix_leaves_exactly_the_still_failing_records() {
+    let pg = TempPostgres::start();
+    seed(&pg, 3_000);
+    pg.psql(
+        "target",
+        &format!("{TABLE}; ALTER TABLE contacts ADD CONSTRAINT adult CHECK (age >= 18)"),
+    );
+    migrate(&pg, 2, 250).await;
+
+    pg.psql("target", "ALTER TABLE contacts DROP CONSTRAINT adult; ALTER TABLE contacts ADD CONSTRAINT teen CHECK (age >= 10)");
+    let mut target = connect(&pg.url("target")).await.unwrap();
+    assert_eq!(
+        ledger::retry_failed(&mut target, JOB, 1, 100)
+            .await
+            .unwrap(),
+        540
+    );
+    migrate(&pg, 2, 250).await;
+    let c = ledger::counts(&target, JOB).await.unwrap();
+    // Ages 0-9 of each hundred still fail; 10-17 landed.
+    assert_eq!((c.processed_records, c.failed_records), (2_700, 300));
+    assert_eq!(
+        c.processed_records + c.failed_records,
+        3_000,
+        "processed + failed = total"
+    );
+    assert_eq!(
+        pg.psql(
+            "target",
+            "SELECT count(*) FROM freight.failed_records WHERE error LIKE '%teen%'"
+        ),
+        "300",
+        "the stored errors are the new ones"
+    );
+}

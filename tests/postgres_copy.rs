@@ -8,7 +8,7 @@ use freight::{
     api::WriteMode,
     domain::plan::plan_all,
     postgres::{
-        CopySpec, PgErrorKind, TableRef, connect, copy_range, prepare_staging, table_columns,
+        CopySpec, PgErrorKind, Rows, TableRef, connect, copy_range, prepare_staging, table_columns,
     },
 };
 use pg::TempPostgres;
@@ -91,9 +91,17 @@ async fn migrate(
     let mut read = 0;
     for r in &ranges {
         let tx = target.transaction().await.unwrap();
-        let copied = copy_range(&source, &tx, &spec, r.lower.as_deref(), r.upper.as_deref())
-            .await
-            .unwrap();
+        let copied = copy_range(
+            &source,
+            &tx,
+            &spec,
+            Rows::Range {
+                lower: r.lower.as_deref(),
+                upper: r.upper.as_deref(),
+            },
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(
             copied.read, r.planned_records,

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, time::Duration};
 use freight::{
     api::WriteMode,
     postgres::{
-        CopySpec, TableRef, connect, copy_range,
+        CopySpec, Rows, TableRef, connect, copy_range,
         ledger::{self, Lease},
         prepare_staging, table_columns,
     },
@@ -64,8 +64,10 @@ async fn work(pg_source: String, pg_target: String, owner: String) -> Vec<i64> {
             &source,
             &tx,
             &spec,
-            lease.lower.as_deref(),
-            lease.upper.as_deref(),
+            Rows::Range {
+                lower: lease.lower.as_deref(),
+                upper: lease.upper.as_deref(),
+            },
         )
         .await
         .unwrap();
@@ -162,8 +164,10 @@ async fn an_expired_lease_moves_on_and_its_holder_cannot_commit() {
         &source,
         &tx,
         &spec,
-        stale.lower.as_deref(),
-        stale.upper.as_deref(),
+        Rows::Range {
+            lower: stale.lower.as_deref(),
+            upper: stale.upper.as_deref(),
+        },
     )
     .await
     .unwrap();

@@ -37,6 +37,9 @@ pub struct LeaseResponse {
     pub lower: Option<String>,
     /// Exclusive upper key bound (absent: unbounded).
     pub upper: Option<String>,
+    /// For a retry batch: exactly these keys (the bounds are then unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
     /// Attempt number of this batch.
     pub attempt: i32,
     /// Seconds until the lease expires.
@@ -100,6 +103,7 @@ async fn lease(
             lease_id: l.lease_id,
             lower: l.lower,
             upper: l.upper,
+            keys: l.keys,
             attempt: l.attempt,
             lease_seconds: job.lease_seconds,
         })

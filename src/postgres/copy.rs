@@ -39,6 +39,20 @@ pub struct CopySpec {
     pub mode: WriteMode,
 }
 
+/// Which source rows a batch covers.
+#[derive(Clone, Copy, Debug)]
+pub enum Rows<'a> {
+    /// Keys in `[lower, upper)` (`None`: unbounded).
+    Range {
+        /// Inclusive lower bound.
+        lower: Option<&'a str>,
+        /// Exclusive upper bound.
+        upper: Option<&'a str>,
+    },
+    /// Exactly these keys (a retry of failed records).
+    Keys(&'a [String]),
+}
+
 /// A record the target refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailedRecord {
@@ -100,20 +114,32 @@ impl CopySpec {
             })
     }
 
-    /// The `COPY ... TO STDOUT` statement reading `[lower, upper)` from the source.
-    pub fn copy_out_sql(
-        &self,
-        lower: Option<&str>,
-        upper: Option<&str>,
-    ) -> Result<String, PgError> {
+    /// The `COPY ... TO STDOUT` statement reading a batch from the source.
+    pub fn copy_out_sql(&self, rows: &Rows<'_>) -> Result<String, PgError> {
         let key = quote_ident(&self.key_column);
         let key_type = self.key_type()?;
         let mut predicates = Vec::new();
-        if let Some(lo) = lower {
-            predicates.push(format!("{key} >= {}::{key_type}", quote_literal(lo)));
-        }
-        if let Some(hi) = upper {
-            predicates.push(format!("{key} < {}::{key_type}", quote_literal(hi)));
+        match rows {
+            Rows::Range { lower, upper } => {
+                if let Some(lo) = lower {
+                    predicates.push(format!("{key} >= {}::{key_type}", quote_literal(lo)));
+                }
+                if let Some(hi) = upper {
+                    predicates.push(format!("{key} < {}::{key_type}", quote_literal(hi)));
+                }
+            }
+            Rows::Keys(keys) => {
+                let list: Vec<String> = keys
+                    .iter()
+                    .map(|k| format!("{}::{key_type}", quote_literal(k)))
+                    .collect();
+                // An empty key list selects nothing.
+                predicates.push(if list.is_empty() {
+                    "false".to_owned()
+                } else {
+                    format!("{key} IN ({})", list.join(", "))
+                });
+            }
         }
         let filter = if predicates.is_empty() {
             String::new()
@@ -174,21 +200,20 @@ pub async fn prepare_staging(target: &Client, spec: &CopySpec) -> Result<(), PgE
         .map_err(|e| PgError::from_driver("create staging table", &e))
 }
 
-/// Copies the source rows with keys in `[lower, upper)` into the target,
-/// inside `tx`, isolating rows the target rejects.
+/// Copies the source rows of a batch into the target, inside `tx`,
+/// isolating rows the target rejects.
 pub async fn copy_range(
     source: &Client,
     tx: &Transaction<'_>,
     spec: &CopySpec,
-    lower: Option<&str>,
-    upper: Option<&str>,
+    rows: Rows<'_>,
 ) -> Result<RangeCopy, PgError> {
     tx.batch_execute(&format!("TRUNCATE {STAGING} RESTART IDENTITY"))
         .await
         .map_err(|e| PgError::from_driver("empty staging table", &e))?;
 
     let out = source
-        .copy_out(&spec.copy_out_sql(lower, upper)?)
+        .copy_out(&spec.copy_out_sql(&rows)?)
         .await
         .map_err(|e| PgError::from_driver("read source range", &e))?;
     let sink = tx
@@ -312,10 +337,32 @@ mod tests {
     fn copy_out_bounds_are_half_open_and_typed() {
         let s = spec(WriteMode::Upsert);
         assert_eq!(
-            s.copy_out_sql(Some("-5"), Some("10")).unwrap(),
+            s.copy_out_sql(&Rows::Range {
+                lower: Some("-5"),
+                upper: Some("10")
+            })
+            .unwrap(),
             r#"COPY (SELECT "id", "name" FROM "public"."Con""tacts" WHERE "id" >= E'-5'::bigint AND "id" < E'10'::bigint) TO STDOUT (FORMAT binary)"#
         );
-        assert!(!s.copy_out_sql(None, None).unwrap().contains("WHERE"));
+        assert!(
+            !s.copy_out_sql(&Rows::Range {
+                lower: None,
+                upper: None
+            })
+            .unwrap()
+            .contains("WHERE")
+        );
+        let keys = vec!["7".to_owned(), "o'k".to_owned()];
+        assert!(
+            s.copy_out_sql(&Rows::Keys(&keys))
+                .unwrap()
+                .contains(r#""id" IN (E'7'::bigint, E'o''k'::bigint)"#)
+        );
+        assert!(
+            s.copy_out_sql(&Rows::Keys(&[]))
+                .unwrap()
+                .contains("WHERE false")
+        );
     }
 
     #[test]

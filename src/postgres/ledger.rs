@@ -27,6 +27,7 @@ pub async fn install(client: &Client) -> Result<(), PgError> {
                job_uid uuid PRIMARY KEY,
                total_records bigint NOT NULL,
                total_batches bigint NOT NULL,
+               retry_round bigint NOT NULL DEFAULT 0,
                planned_at timestamptz NOT NULL DEFAULT now());
              CREATE TABLE IF NOT EXISTS freight.batches (
                job_uid uuid NOT NULL,
@@ -34,6 +35,7 @@ pub async fn install(client: &Client) -> Result<(), PgError> {
                lower_key text,
                upper_key text,
                planned_records bigint NOT NULL,
+               keys text[],
                state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'leased', 'done')),
                attempts int NOT NULL DEFAULT 0,
                lease_id uuid,
@@ -172,6 +174,8 @@ pub struct Lease {
     pub lower: Option<String>,
     /// Exclusive upper key bound (None: unbounded).
     pub upper: Option<String>,
+    /// For a retry batch: exactly these keys (the bounds are then unused).
+    pub keys: Option<Vec<String>>,
     /// This is attempt number `attempt` of the batch.
     pub attempt: i32,
 }
@@ -196,7 +200,7 @@ pub async fn lease(
                      ORDER BY batch_id
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED)
-          RETURNING b.batch_id, b.lease_id::text, b.lower_key, b.upper_key, b.attempts",
+          RETURNING b.batch_id, b.lease_id::text, b.lower_key, b.upper_key, b.attempts, b.keys",
             &[&job_uid, &owner, &seconds],
         )
         .await
@@ -207,6 +211,7 @@ pub async fn lease(
         lower: r.get(2),
         upper: r.get(3),
         attempt: r.get(4),
+        keys: r.get(5),
     }))
 }
 
@@ -240,6 +245,15 @@ pub async fn complete(
     if updated != 1 {
         return Ok(false);
     }
+    if let Some(keys) = &lease.keys {
+        // The retried keys start clean; those that failed again are re-added below.
+        tx.execute(
+            "DELETE FROM freight.failed_records WHERE job_uid = $1::text::uuid AND record_key = ANY($2)",
+            &[&job_uid, keys],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("clear retried records", &e))?;
+    }
     for f in failed {
         tx.execute(
             "INSERT INTO freight.failed_records (job_uid, record_key, batch_id, error)
@@ -267,7 +281,7 @@ pub struct LedgerCounts {
     pub done_with_failures: i64,
     /// Records written.
     pub processed_records: i64,
-    /// Records rejected.
+    /// Records rejected and not (yet) written by a retry.
     pub failed_records: i64,
 }
 
@@ -280,7 +294,7 @@ pub async fn counts(client: &Client, job_uid: &str) -> Result<LedgerCounts, PgEr
                     count(*) FILTER (WHERE state = 'done'),
                     count(*) FILTER (WHERE state = 'done' AND failed_records > 0),
                     coalesce(sum(processed_records), 0)::bigint,
-                    coalesce(sum(failed_records), 0)::bigint
+                    (SELECT count(*) FROM freight.failed_records f WHERE f.job_uid = $1::text::uuid)
                FROM freight.batches WHERE job_uid = $1::text::uuid",
             &[&job_uid],
         )
@@ -294,4 +308,65 @@ pub async fn counts(client: &Client, job_uid: &str) -> Result<LedgerCounts, PgEr
         processed_records: r.get(4),
         failed_records: r.get(5),
     })
+}
+
+/// Schedules a retry of the job's failed records for retry round `round`
+/// (`spec.retryFailed`): their keys become new batches of up to `batch_size`
+/// keys. Idempotent per round; returns the number of keys scheduled.
+pub async fn retry_failed(
+    target: &mut Client,
+    job_uid: &str,
+    round: i64,
+    batch_size: u64,
+) -> Result<u64, PgError> {
+    let tx = target
+        .transaction()
+        .await
+        .map_err(|e| PgError::from_driver("begin retry", &e))?;
+    let advanced = tx
+        .execute(
+            "UPDATE freight.jobs SET retry_round = $2 WHERE job_uid = $1::text::uuid AND retry_round < $2",
+            &[&job_uid, &round],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("advance retry round", &e))?;
+    if advanced == 0 {
+        return Ok(0);
+    }
+    let keys: Vec<String> = tx
+        .query(
+            "SELECT record_key FROM freight.failed_records WHERE job_uid = $1::text::uuid
+              AND NOT EXISTS (SELECT 1 FROM freight.batches b WHERE b.job_uid = $1::text::uuid
+                              AND b.state <> 'done' AND record_key = ANY(b.keys))
+              ORDER BY record_key",
+            &[&job_uid],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("read failed records", &e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let next: i64 = tx
+        .query_one(
+            "SELECT coalesce(max(batch_id), -1) + 1 FROM freight.batches WHERE job_uid = $1::text::uuid",
+            &[&job_uid],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("read batch ids", &e))?
+        .get(0);
+    let chunk = usize::try_from(batch_size.max(1)).unwrap_or(usize::MAX);
+    for (i, keys) in keys.chunks(chunk).enumerate() {
+        let batch_id = next + i64::try_from(i).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO freight.batches (job_uid, batch_id, keys, planned_records)
+             VALUES ($1::text::uuid, $2, $3, $4)",
+            &[&job_uid, &batch_id, &keys, &(keys.len() as i64)],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("schedule retry batch", &e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| PgError::from_driver("commit retry", &e))?;
+    Ok(keys.len() as u64)
 }

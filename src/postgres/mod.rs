@@ -11,5 +11,5 @@ pub mod ledger;
 
 pub use catalog::{Column, TableRef, table_columns};
 pub use connect::connect;
-pub use copy::{CopySpec, FailedRecord, RangeCopy, copy_range, prepare_staging, quote_ident};
+pub use copy::{CopySpec, FailedRecord, RangeCopy, Rows, copy_range, prepare_staging, quote_ident};
 pub use error::{PgError, PgErrorKind};

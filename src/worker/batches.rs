@@ -16,7 +16,7 @@ use crate::{
     api::{PostgresSource, PostgresTarget},
     coordinator::LeaseResponse,
     postgres::{
-        Column, CopySpec, PgError, PgErrorKind, TableRef, connect, copy_range,
+        Column, CopySpec, PgError, PgErrorKind, Rows, TableRef, connect, copy_range,
         ledger::{self, Lease},
         prepare_staging, table_columns,
     },
@@ -279,19 +279,20 @@ async fn try_batch(
         .transaction()
         .await
         .map_err(|e| PgError::from_driver("begin batch", &e))?;
-    let copied = copy_range(
-        &c.source,
-        &tx,
-        &c.spec,
-        lease.lower.as_deref(),
-        lease.upper.as_deref(),
-    )
-    .await?;
+    let rows = match &lease.keys {
+        Some(keys) => Rows::Keys(keys),
+        None => Rows::Range {
+            lower: lease.lower.as_deref(),
+            upper: lease.upper.as_deref(),
+        },
+    };
+    let copied = copy_range(&c.source, &tx, &c.spec, rows).await?;
     let held = Lease {
         batch_id: lease.batch_id,
         lease_id: lease.lease_id.clone(),
         lower: lease.lower.clone(),
         upper: lease.upper.clone(),
+        keys: lease.keys.clone(),
         attempt: lease.attempt,
     };
     if !ledger::complete(&tx, &lease.job_uid, &held, copied.written, &copied.failed).await? {
