@@ -43,8 +43,14 @@ INSERT INTO contacts (id, name) VALUES (-9223372036854775808, 'min'), (922337203
 const CHECKSUM: &str =
     "SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY id)) FROM contacts t";
 
-fn spec(columns: Vec<freight::postgres::Column>, key: &str, mode: WriteMode) -> CopySpec {
+fn spec(
+    columns: Vec<freight::postgres::Column>,
+    target_columns: &[freight::postgres::Column],
+    key: &str,
+    mode: WriteMode,
+) -> CopySpec {
     CopySpec {
+        direct: CopySpec::same_types(&columns, target_columns),
         source: TableRef {
             schema: "public".into(),
             table: "contacts".into(),
@@ -73,7 +79,12 @@ async fn migrate(
         schema: "public".into(),
         table: "contacts".into(),
     };
-    let spec = spec(table_columns(&source, &table).await.unwrap(), key, mode);
+    let spec = spec(
+        table_columns(&source, &table).await.unwrap(),
+        &table_columns(&target, &table).await.unwrap(),
+        key,
+        mode,
+    );
     prepare_staging(&target, &spec).await.unwrap();
     let keys: Vec<String> = source
         // Alias the text form: `ORDER BY key` must sort by the column, not its text.
@@ -213,4 +224,39 @@ async fn connection_errors_never_show_the_password() {
         .unwrap_err();
     assert_eq!(err.kind, PgErrorKind::Transient);
     assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+/// A target whose column types differ (int -> bigint, bigint -> double
+/// precision) takes the staging path, where PostgreSQL casts each value:
+/// binary data is never reinterpreted.
+#[tokio::test]
+async fn differing_column_types_are_cast_not_reinterpreted() {
+    let pg = TempPostgres::start();
+    pg.psql(
+        "source",
+        "CREATE TABLE contacts (id bigint PRIMARY KEY, age int, big bigint)",
+    );
+    pg.psql(
+        "target",
+        "CREATE TABLE contacts (id bigint PRIMARY KEY, age bigint, big double precision)",
+    );
+    pg.psql(
+        "source",
+        "INSERT INTO contacts SELECT g, g % 90, g * 1000003 FROM generate_series(1, 500) g",
+    );
+    let source = connect(&pg.url("source")).await.unwrap();
+    let target = connect(&pg.url("target")).await.unwrap();
+    let table = TableRef {
+        schema: "public".into(),
+        table: "contacts".into(),
+    };
+    let (src_cols, dst_cols) = (
+        table_columns(&source, &table).await.unwrap(),
+        table_columns(&target, &table).await.unwrap(),
+    );
+    assert!(!CopySpec::same_types(&src_cols, &dst_cols));
+    assert!(migrate(&pg, "id", 64, WriteMode::Upsert).await.is_empty());
+    let sum =
+        "SELECT count(*) || ':' || sum(age)::text || ':' || sum(big)::bigint::text FROM contacts";
+    assert_eq!(pg.psql("source", sum), pg.psql("target", sum));
 }

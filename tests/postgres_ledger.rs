@@ -50,6 +50,7 @@ async fn work(pg_source: String, pg_target: String, owner: String) -> Vec<i64> {
     let source = connect(&pg_source).await.unwrap();
     let mut target = connect(&pg_target).await.unwrap();
     let spec = CopySpec {
+        direct: true,
         source: contacts(),
         target: contacts(),
         key_column: "id".into(),
@@ -135,6 +136,7 @@ async fn an_expired_lease_moves_on_and_its_holder_cannot_commit() {
     let mut stale_conn = connect(&pg.url("target")).await.unwrap();
     let target = connect(&pg.url("target")).await.unwrap();
     let spec = CopySpec {
+        direct: true,
         source: contacts(),
         target: contacts(),
         key_column: "id".into(),

@@ -1,15 +1,19 @@
-//! Copying one key range: binary `COPY` out of the source, straight into a
-//! staging table on the target, then one `INSERT ... SELECT` into the target
-//! table. PostgreSQL encodes and decodes every value itself, so values land
+//! Copying one batch: binary `COPY` out of the source, then `COPY` straight
+//! into the target table (one write per row: the fast path). If the target
+//! refuses any row — a key that already exists (a re-run, for upsert), a
+//! constraint, a type that needs a cast — the same bytes go to a staging
+//! table instead and one `INSERT ... SELECT [ON CONFLICT DO UPDATE]` writes
+//! them. PostgreSQL encodes and decodes every value itself, so values land
 //! identical whatever their type, and no row is parsed in between.
 //!
-//! When the target rejects the batch, the rejected rows are isolated by
+//! When the target rejects rows on the staging path, they are isolated by
 //! bisecting the staging table (each attempt in a savepoint); the rest of the
 //! batch still lands. Everything happens in the caller's transaction, so the
 //! caller can commit the batch's ledger entry atomically with its rows.
 
 use std::ops::Range;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt, pin_mut};
 use tokio_postgres::{Client, Transaction};
 
@@ -37,6 +41,10 @@ pub struct CopySpec {
     pub columns: Vec<Column>,
     /// Upsert (idempotent) or insert.
     pub mode: WriteMode,
+    /// Whether batches may be copied straight into the target: only when
+    /// every copied column has the very same type there (binary COPY would
+    /// otherwise reinterpret same-width values, e.g. bigint as double).
+    pub direct: bool,
 }
 
 /// Which source rows a batch covers.
@@ -98,6 +106,12 @@ fn column_list(columns: &[Column]) -> String {
 }
 
 impl CopySpec {
+    /// Whether the target's columns take the copied columns' binary data
+    /// as-is: same names, same types.
+    pub fn same_types(copied: &[Column], target: &[Column]) -> bool {
+        copied.iter().all(|c| target.iter().any(|t| t == c))
+    }
+
     fn key_type(&self) -> Result<&str, PgError> {
         self.columns
             .iter()
@@ -208,33 +222,34 @@ pub async fn copy_range(
     spec: &CopySpec,
     rows: Rows<'_>,
 ) -> Result<RangeCopy, PgError> {
-    tx.batch_execute(&format!("TRUNCATE {STAGING} RESTART IDENTITY"))
-        .await
-        .map_err(|e| PgError::from_driver("empty staging table", &e))?;
-
+    // Read the batch once; it is small (one batch) and may be written twice.
     let out = source
         .copy_out(&spec.copy_out_sql(&rows)?)
         .await
         .map_err(|e| PgError::from_driver("read source range", &e))?;
-    let sink = tx
-        .copy_in(&format!(
-            "COPY {STAGING} ({}) FROM STDIN (FORMAT binary)",
-            column_list(&spec.columns)
-        ))
-        .await
-        .map_err(|e| PgError::from_driver("start staging copy", &e))?;
     pin_mut!(out);
-    pin_mut!(sink);
+    let mut chunks: Vec<Bytes> = Vec::new();
     while let Some(chunk) = out.next().await {
-        let chunk = chunk.map_err(|e| PgError::from_driver("read source range", &e))?;
-        sink.send(chunk)
-            .await
-            .map_err(|e| PgError::from_driver("write staging table", &e))?;
+        chunks.push(chunk.map_err(|e| PgError::from_driver("read source range", &e))?);
     }
-    let read = sink
-        .finish()
+
+    // Fast path: straight into the target, all or nothing. It fails over to
+    // the staging path when any row is refused (a key that exists for upsert,
+    // a constraint), which then sorts it out.
+    if spec.direct {
+        if let Some(done) = copy_direct(tx, spec, &chunks).await? {
+            return Ok(done);
+        }
+    }
+
+    tx.batch_execute(&format!("TRUNCATE {STAGING} RESTART IDENTITY"))
         .await
-        .map_err(|e| PgError::from_driver("write staging table", &e))?;
+        .map_err(|e| PgError::from_driver("empty staging table", &e))?;
+    let staging = format!(
+        "COPY {STAGING} ({}) FROM STDIN (FORMAT binary)",
+        column_list(&spec.columns)
+    );
+    let read = copy_in(tx, &staging, &chunks).await?;
 
     let sql = spec.write_sql();
     let len = usize::try_from(read).unwrap_or(usize::MAX);
@@ -264,6 +279,59 @@ pub async fn copy_range(
         written: read - failed.len() as u64,
         failed,
     })
+}
+
+/// The fast path: the batch straight into the target in a savepoint.
+/// `None` when the target refused a row (rolled back; use staging).
+async fn copy_direct(
+    tx: &Transaction<'_>,
+    spec: &CopySpec,
+    chunks: &[Bytes],
+) -> Result<Option<RangeCopy>, PgError> {
+    tx.batch_execute("SAVEPOINT freight_direct")
+        .await
+        .map_err(|e| PgError::from_driver("savepoint", &e))?;
+    let direct = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        qualified(&spec.target),
+        column_list(&spec.columns)
+    );
+    match copy_in(tx, &direct, chunks).await {
+        Ok(read) => {
+            tx.batch_execute("RELEASE SAVEPOINT freight_direct")
+                .await
+                .map_err(|e| PgError::from_driver("release savepoint", &e))?;
+            Ok(Some(RangeCopy {
+                read,
+                written: read,
+                failed: Vec::new(),
+            }))
+        }
+        Err(e) if e.kind == PgErrorKind::Rejected => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT freight_direct")
+                .await
+                .map_err(|e| PgError::from_driver("rollback savepoint", &e))?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Streams buffered COPY data into `sql` (a `COPY ... FROM STDIN`); returns the row count.
+async fn copy_in(tx: &Transaction<'_>, sql: &str, chunks: &[Bytes]) -> Result<u64, PgError> {
+    let sink = tx
+        .copy_in(sql)
+        .await
+        .map_err(|e| PgError::from_driver("start copy into the target", &e))?;
+    pin_mut!(sink);
+    for chunk in chunks {
+        sink.send(chunk.clone())
+            .await
+            .map_err(|e| PgError::from_driver("copy into the target", &e))?;
+    }
+    sink.finish()
+        .await
+        .map_err(|e| PgError::from_driver("copy into the target", &e))
 }
 
 /// Writes one slice in a savepoint: `Ok(Ok(()))` written, `Ok(Err(msg))`
@@ -324,6 +392,7 @@ mod tests {
                 },
             ],
             mode,
+            direct: false,
         }
     }
 

@@ -196,12 +196,15 @@ async fn connections(cfg: &BatchConfig) -> Result<Connections, PgError> {
             picked
         }
     };
+    let dst = TableRef {
+        schema: cfg.target.schema.clone(),
+        table: cfg.target.table.clone(),
+    };
+    let direct = CopySpec::same_types(&columns, &table_columns(&target, &dst).await?);
     let spec = CopySpec {
         source: src,
-        target: TableRef {
-            schema: cfg.target.schema.clone(),
-            table: cfg.target.table.clone(),
-        },
+        target: dst,
+        direct,
         key_column: cfg.source.key_column.clone(),
         columns,
         mode: cfg.target.mode,
