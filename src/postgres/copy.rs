@@ -236,10 +236,10 @@ pub async fn copy_range(
     // Fast path: straight into the target, all or nothing. It fails over to
     // the staging path when any row is refused (a key that exists for upsert,
     // a constraint), which then sorts it out.
-    if spec.direct {
-        if let Some(done) = copy_direct(tx, spec, &chunks).await? {
-            return Ok(done);
-        }
+    if spec.direct
+        && let Some(done) = copy_direct(tx, spec, &chunks).await?
+    {
+        return Ok(done);
     }
 
     tx.batch_execute(&format!("TRUNCATE {STAGING} RESTART IDENTITY"))
