@@ -1,16 +1,15 @@
 //! The data plane without Kubernetes: a real PostgreSQL, the ledger, the
 //! coordinator on a loopback port and several worker loops migrating a table.
 
+#[path = "common/dataplane.rs"]
+mod dataplane;
 #[path = "common/pg.rs"]
 mod pg;
 
-use std::{sync::Arc, time::Duration};
-
 use freight::{
-    api::{PostgresSource, PostgresTarget, SecretKeyRef, WriteMode},
-    coordinator::{JobEntry, JobKey, JobState, Registry, router},
-    postgres::{TableRef, connect, ledger},
-    worker::batches::{self, BatchConfig, BatchMetrics, Stopped},
+    api::WriteMode,
+    postgres::{connect, ledger},
+    worker::batches::BatchMetrics,
 };
 use pg::TempPostgres;
 
@@ -19,111 +18,22 @@ const TABLE: &str = "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, a
 const CHECKSUM: &str =
     "SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY id)) FROM contacts t";
 
-fn secret_ref() -> SecretKeyRef {
-    SecretKeyRef {
-        name: "unused".into(),
-        key: "url".into(),
-    }
+/// Migrates with job `JOB`, upsert; returns the workers' metrics.
+async fn migrate(pg: &TempPostgres, workers: usize, batch: u64) -> Vec<BatchMetrics> {
+    dataplane::migrate(pg, JOB, workers, batch, WriteMode::Upsert)
+        .await
+        .metrics
 }
 
-/// Plans, serves the coordinator, runs `workers` loops until the ledger is
-/// done, then tells them the job is finished. Returns the workers' metrics.
-async fn migrate(pg: &TempPostgres, workers: usize, batch: u64) -> Vec<BatchMetrics> {
-    let source = connect(&pg.url("source")).await.unwrap();
-    let mut target = connect(&pg.url("target")).await.unwrap();
-    ledger::install(&target).await.unwrap();
-    let table = TableRef {
-        schema: "public".into(),
-        table: "contacts".into(),
-    };
-    ledger::plan(&source, &mut target, JOB, &table, "id", batch)
-        .await
-        .unwrap();
-    let target = Arc::new(target);
-
-    let registry = Registry::default();
-    let key = JobKey {
-        namespace: "crm".into(),
-        name: "contacts".into(),
-    };
-    registry.upsert(
-        key.clone(),
-        JobEntry::new(
-            JOB.into(),
-            "secret-token",
-            target.clone(),
-            JobState::Serving,
-            30.0,
-        ),
+/// 3000 source rows (ages 0-99) and a target that refuses ages under 18,
+/// migrated once: 540 records fail.
+async fn migrate_with_adult_check(pg: &TempPostgres) -> Vec<BatchMetrics> {
+    seed(pg, 3_000);
+    pg.psql(
+        "target",
+        &format!("{TABLE}; ALTER TABLE contacts ADD CONSTRAINT adult CHECK (age >= 18)"),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, router(registry.clone())).into_future());
-
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let mut handles = Vec::new();
-    for i in 0..workers {
-        let cfg = BatchConfig {
-            coordinator: format!("http://{addr}"),
-            namespace: "crm".into(),
-            job: "contacts".into(),
-            worker: format!("worker-{i}"),
-            token: "secret-token".into(),
-            source_url: pg.url("source"),
-            target_url: pg.url("target"),
-            source: PostgresSource {
-                connection_secret_ref: secret_ref(),
-                schema: "public".into(),
-                table: "contacts".into(),
-                key_column: "id".into(),
-                columns: None,
-            },
-            target: PostgresTarget {
-                connection_secret_ref: secret_ref(),
-                schema: "public".into(),
-                table: "contacts".into(),
-                mode: WriteMode::Upsert,
-            },
-        };
-        let shutdown = shutdown.clone();
-        handles.push(tokio::spawn(async move {
-            let metrics = BatchMetrics::new();
-            let stopped = batches::run(&cfg, &metrics, shutdown).await;
-            (stopped, metrics)
-        }));
-    }
-    // The operator's part, in miniature: watch the ledger, finish the job.
-    tokio::time::timeout(Duration::from_secs(120), async {
-        loop {
-            let c = ledger::counts(&target, JOB).await.unwrap();
-            if c.pending == 0 && c.leased == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the workers finish the job");
-    registry.upsert(
-        key,
-        JobEntry::new(
-            JOB.into(),
-            "secret-token",
-            target.clone(),
-            JobState::Finished,
-            30.0,
-        ),
-    );
-    let mut metrics = Vec::new();
-    for h in handles {
-        let (stopped, m) = tokio::time::timeout(Duration::from_secs(30), h)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stopped, Stopped::JobFinished);
-        metrics.push(m);
-    }
-    metrics
+    migrate(pg, 2, 250).await
 }
 
 fn seed(pg: &TempPostgres, rows: i64) {
@@ -163,12 +73,7 @@ async fn workers_migrate_a_table_exactly() {
 #[tokio::test]
 async fn rejected_records_are_kept_with_key_and_error() {
     let pg = TempPostgres::start();
-    seed(&pg, 3_000);
-    pg.psql(
-        "target",
-        &format!("{TABLE}; ALTER TABLE contacts ADD CONSTRAINT adult CHECK (age >= 18)"),
-    );
-    let metrics = migrate(&pg, 2, 250).await;
+    let metrics = migrate_with_adult_check(&pg).await;
     let failed: u64 = metrics.iter().map(|m| m.failed.get()).sum();
     assert_eq!(failed, 540, "ages 0-17 of every hundred rows");
     assert_eq!(pg.psql("target", "SELECT count(*) FROM contacts"), "2460");
@@ -192,12 +97,7 @@ async fn rejected_records_are_kept_with_key_and_error() {
 #[tokio::test]
 async fn retry_failed_reruns_exactly_the_failed_records() {
     let pg = TempPostgres::start();
-    seed(&pg, 3_000);
-    pg.psql(
-        "target",
-        &format!("{TABLE}; ALTER TABLE contacts ADD CONSTRAINT adult CHECK (age >= 18)"),
-    );
-    migrate(&pg, 2, 250).await;
+    migrate_with_adult_check(&pg).await;
 
     // The user fixes the target, then bumps spec.retryFailed to 1.
     pg.psql("target", "ALTER TABLE contacts DROP CONSTRAINT adult");
@@ -227,12 +127,7 @@ async fn retry_failed_reruns_exactly_the_failed_records() {
 #[tokio::test]
 async fn a_partial_fix_leaves_exactly_the_still_failing_records() {
     let pg = TempPostgres::start();
-    seed(&pg, 3_000);
-    pg.psql(
-        "target",
-        &format!("{TABLE}; ALTER TABLE contacts ADD CONSTRAINT adult CHECK (age >= 18)"),
-    );
-    migrate(&pg, 2, 250).await;
+    migrate_with_adult_check(&pg).await;
 
     pg.psql("target", "ALTER TABLE contacts DROP CONSTRAINT adult; ALTER TABLE contacts ADD CONSTRAINT teen CHECK (age >= 10)");
     let mut target = connect(&pg.url("target")).await.unwrap();

@@ -28,6 +28,18 @@ fn contacts() -> TableRef {
     }
 }
 
+/// Copying contacts to contacts (same types on both sides: direct COPY allowed).
+async fn contacts_spec(source: &tokio_postgres::Client) -> CopySpec {
+    CopySpec {
+        direct: true,
+        source: contacts(),
+        target: contacts(),
+        key_column: "id".into(),
+        columns: table_columns(source, &contacts()).await.unwrap(),
+        mode: WriteMode::Insert,
+    }
+}
+
 async fn setup(rows: i64, batch: u64) -> (TempPostgres, freight::domain::plan::PlanTotals) {
     let pg = TempPostgres::start();
     pg.psql("source", TABLE);
@@ -49,14 +61,7 @@ async fn setup(rows: i64, batch: u64) -> (TempPostgres, freight::domain::plan::P
 async fn work(pg_source: String, pg_target: String, owner: String) -> Vec<i64> {
     let source = connect(&pg_source).await.unwrap();
     let mut target = connect(&pg_target).await.unwrap();
-    let spec = CopySpec {
-        direct: true,
-        source: contacts(),
-        target: contacts(),
-        key_column: "id".into(),
-        columns: table_columns(&source, &contacts()).await.unwrap(),
-        mode: WriteMode::Insert,
-    };
+    let spec = contacts_spec(&source).await;
     prepare_staging(&target, &spec).await.unwrap();
     let mut mine = Vec::new();
     while let Some(lease) = ledger::lease(&target, JOB, &owner, 30.0).await.unwrap() {
@@ -135,14 +140,7 @@ async fn an_expired_lease_moves_on_and_its_holder_cannot_commit() {
     let source = connect(&pg.url("source")).await.unwrap();
     let mut stale_conn = connect(&pg.url("target")).await.unwrap();
     let target = connect(&pg.url("target")).await.unwrap();
-    let spec = CopySpec {
-        direct: true,
-        source: contacts(),
-        target: contacts(),
-        key_column: "id".into(),
-        columns: table_columns(&source, &contacts()).await.unwrap(),
-        mode: WriteMode::Insert,
-    };
+    let spec = contacts_spec(&source).await;
     prepare_staging(&stale_conn, &spec).await.unwrap();
 
     let stale: Lease = ledger::lease(&target, JOB, "slow", 0.2)

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::{Client, Config, config::Kubeconfig};
+use kube::config::Kubeconfig;
 use rand::Rng;
 use serde_json::Value;
 
@@ -89,13 +89,6 @@ pub fn helm_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A Kubernetes client with the harness's (admin) credentials.
-pub async fn admin_client() -> Client {
-    Client::try_default()
-        .await
-        .expect("KUBECONFIG points at the e2e cluster")
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout`.
@@ -402,17 +395,6 @@ pub fn audit_writes(user: &str) -> Vec<Value> {
         })
         .filter(|e| e["objectRef"]["resource"] != "leases")
         .collect()
-}
-
-/// The documents of a YAML file, with `kind: MigrationJob` ones renamed when
-/// `rename` is given.
-pub fn read_example(path: &str) -> String {
-    std::fs::read_to_string(repo_root().join(path)).expect("read example")
-}
-
-/// A Kubernetes config for the admin, for direct API checks.
-pub async fn admin_config() -> Config {
-    Config::infer().await.expect("infer kube config")
 }
 
 /// A process the pod runner started for a worker pod.

@@ -668,6 +668,16 @@ async fn worker_pods_run_as_processes_and_suspend_stops_them() {
         running_processes(&ns.name).is_empty().then_some(())
     })
     .await;
+    // Each worker was stopped with SIGTERM and shut down cleanly.
+    for p in &procs {
+        let log = state_dir().join(format!("pods/{}_{}_worker.log", p.namespace, p.pod));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            text.contains("worker stopped"),
+            "{} did not stop gracefully:\n{text}",
+            p.pod
+        );
+    }
 
     patch_job_ok(&ns.name, r#"{"spec":{"suspend":false}}"#);
     eventually("workers back after resume", MINUTE, || async {

@@ -7,7 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use freight::{
-    api::{MigrationJob, MigrationJobSpec},
+    api::MigrationJob,
     controller::{Context, children::ChildSettings},
     leader::LeaderGate,
     metrics::Metrics,
@@ -223,8 +223,4 @@ pub fn secret(name: &str, key: &str, value: &str) -> Value {
         ..Default::default()
     };
     serde_json::to_value(secret).unwrap()
-}
-
-pub fn spec_of(job: &MigrationJob) -> &MigrationJobSpec {
-    &job.spec
 }

@@ -7,21 +7,17 @@
 //! loops) without Kubernetes; the full path through the operator replaces it
 //! once the operator drives the data plane.
 
+#[path = "../../../tests/common/dataplane.rs"]
+mod dataplane;
 #[path = "../../../tests/common/pg.rs"]
 mod pg;
 
 use std::{
     process::{Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use freight::{
-    api::{PostgresSource, PostgresTarget, SecretKeyRef, WriteMode},
-    coordinator::{JobEntry, JobKey, JobState, Registry, router},
-    postgres::{TableRef, connect, ledger},
-    worker::batches::{self, BatchConfig, BatchMetrics},
-};
+use freight::api::WriteMode;
 
 const JOB: &str = "00000000-0000-4000-8000-0000000be4c0";
 const CONTACTS: &str = "CREATE TABLE contacts (
@@ -105,88 +101,14 @@ async fn freight(pg: &pg::TempPostgres, workers: usize) -> Duration {
         "target",
         "TRUNCATE contacts; DROP SCHEMA IF EXISTS freight CASCADE",
     );
-    let start = Instant::now();
-    let source = connect(&pg.url("source")).await.expect("source");
-    let mut target = connect(&pg.url("target")).await.expect("target");
-    ledger::install(&target).await.expect("ledger");
-    let table = TableRef {
-        schema: "public".into(),
-        table: "contacts".into(),
-    };
-    let plan = ledger::plan(&source, &mut target, JOB, &table, "id", batch_size())
-        .await
-        .expect("plan");
-    let planned = start.elapsed();
-    let target = Arc::new(target);
-    let registry = Registry::default();
-    let key = JobKey {
-        namespace: "bench".into(),
-        name: "contacts".into(),
-    };
-    registry.upsert(
-        key.clone(),
-        JobEntry::new(JOB.into(), "t", target.clone(), JobState::Serving, 60.0),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(axum::serve(listener, router(registry.clone())).into_future());
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let secret = SecretKeyRef {
-        name: "unused".into(),
-        key: "url".into(),
-    };
-    let handles: Vec<_> = (0..workers)
-        .map(|i| {
-            let cfg = BatchConfig {
-                coordinator: format!("http://{addr}"),
-                namespace: "bench".into(),
-                job: "contacts".into(),
-                worker: format!("bench-{i}"),
-                token: "t".into(),
-                source_url: pg.url("source"),
-                target_url: pg.url("target"),
-                source: PostgresSource {
-                    connection_secret_ref: secret.clone(),
-                    schema: "public".into(),
-                    table: "contacts".into(),
-                    key_column: "id".into(),
-                    columns: None,
-                },
-                target: PostgresTarget {
-                    connection_secret_ref: secret.clone(),
-                    schema: "public".into(),
-                    table: "contacts".into(),
-                    mode: mode(),
-                },
-            };
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move { batches::run(&cfg, &BatchMetrics::new(), shutdown).await })
-        })
-        .collect();
-    loop {
-        let c = ledger::counts(&target, JOB).await.expect("counts");
-        if c.pending == 0 && c.leased == 0 {
-            assert_eq!(c.processed_records as u64, plan.records, "every row copied");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let elapsed = start.elapsed();
-    registry.upsert(
-        key,
-        JobEntry::new(JOB.into(), "t", target.clone(), JobState::Finished, 60.0),
-    );
-    for h in handles {
-        let _ = h.await;
-    }
+    let run = dataplane::migrate(pg, JOB, workers, batch_size(), mode()).await;
+    assert_eq!(run.processed(), run.totals.records, "every row copied");
     println!(
         "  freight: planning took {:.2}s of {:.2}s",
-        planned.as_secs_f64(),
-        elapsed.as_secs_f64()
+        run.planning.as_secs_f64(),
+        run.elapsed.as_secs_f64()
     );
-    elapsed
+    run.elapsed
 }
 
 #[tokio::main]
