@@ -20,6 +20,11 @@ use kube::config::Kubeconfig;
 use rand::Rng;
 use serde_json::Value;
 
+#[path = "../../tests/common/pg.rs"]
+pub mod pg;
+
+pub use pg::TempPostgres;
+
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -122,6 +127,11 @@ pub struct TestNamespace {
     pub name: String,
     /// The Helm release (and ServiceAccount) name.
     pub release: String,
+    /// Port of the batch coordinator of every operator run for this
+    /// namespace: workers are given `http://127.0.0.1:<port>`, which must not
+    /// change when an operator is restarted (it is part of the worker
+    /// Deployment).
+    pub coordinator_port: u16,
     deleted: bool,
 }
 
@@ -187,6 +197,7 @@ impl TestNamespace {
         Self {
             name,
             release,
+            coordinator_port: free_port(),
             deleted: false,
         }
     }
@@ -259,6 +270,37 @@ pub struct OperatorOptions<'a> {
     pub identity: &'a str,
     /// Lease duration in seconds.
     pub lease_seconds: u64,
+    /// Port of the batch coordinator; workers are sent to
+    /// `http://127.0.0.1:<port>` (`FREIGHT_COORDINATOR_URL`).
+    pub coordinator_port: u16,
+    /// Address the coordinator listens on (`FREIGHT_COORDINATOR_ADDR` is
+    /// `<ip>:<coordinator_port>`): 127.0.0.1, or another loopback address
+    /// for a second replica running at the same time.
+    pub coordinator_ip: &'a str,
+    /// `FREIGHT_BATCH_LEASE_SECONDS`: how long a worker holds a batch before
+    /// it can go to another worker (None: the operator's default).
+    pub batch_lease_seconds: Option<u64>,
+    /// `FREIGHT_STATUS_INTERVAL_SECONDS`: minimum seconds between
+    /// progress-only status writes (None: the operator's default).
+    pub status_interval_seconds: Option<u64>,
+}
+
+impl<'a> OperatorOptions<'a> {
+    /// An operator watching only `ns`, with its leader Lease in `ns`, a
+    /// 15-second leader lease and the namespace's coordinator port.
+    pub fn new(ns: &'a TestNamespace, kubeconfig: &'a Path, identity: &'a str) -> Self {
+        Self {
+            kubeconfig,
+            namespace: Some(&ns.name),
+            lease_namespace: &ns.name,
+            identity,
+            lease_seconds: 15,
+            coordinator_port: ns.coordinator_port,
+            coordinator_ip: "127.0.0.1",
+            batch_lease_seconds: None,
+            status_interval_seconds: None,
+        }
+    }
 }
 
 /// A `freight operator` running as a local process.
@@ -287,6 +329,16 @@ impl Operator {
                 "FREIGHT_LEASE_DURATION_SECONDS",
                 opts.lease_seconds.to_string(),
             )
+            .env(
+                "FREIGHT_COORDINATOR_ADDR",
+                format!("{}:{}", opts.coordinator_ip, opts.coordinator_port),
+            )
+            .env(
+                "FREIGHT_COORDINATOR_URL",
+                format!("http://127.0.0.1:{}", opts.coordinator_port),
+            )
+            .env_remove("FREIGHT_BATCH_LEASE_SECONDS")
+            .env_remove("FREIGHT_STATUS_INTERVAL_SECONDS")
             .env("FREIGHT_LOG_FORMAT", "json")
             .env("RUST_LOG", "info,freight=debug")
             .env_remove("FREIGHT_WATCH_NAMESPACE")
@@ -294,6 +346,12 @@ impl Operator {
             .stderr(file);
         if let Some(ns) = opts.namespace {
             cmd.env("FREIGHT_WATCH_NAMESPACE", ns);
+        }
+        if let Some(s) = opts.batch_lease_seconds {
+            cmd.env("FREIGHT_BATCH_LEASE_SECONDS", s.to_string());
+        }
+        if let Some(s) = opts.status_interval_seconds {
+            cmd.env("FREIGHT_STATUS_INTERVAL_SECONDS", s.to_string());
         }
         let child = cmd.spawn().expect("start freight operator");
         let op = Self { child, port, log };
@@ -342,6 +400,11 @@ impl Operator {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The operator's log so far.
@@ -409,6 +472,9 @@ pub struct RunningProcess {
     /// Being stopped (its pod is gone).
     #[serde(default)]
     pub stopping: bool,
+    /// How often the runner restarted it after it exited on its own.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// The live worker processes of `namespace`, per the pod runner.
@@ -421,4 +487,174 @@ pub fn running_processes(namespace: &str) -> Vec<RunningProcess> {
         .filter(|p| p.namespace == namespace && !p.stopping)
         .filter(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), None).is_ok())
         .collect()
+}
+
+/// Runs kubectl and parses its JSON output (None when kubectl failed).
+pub fn get_json(args: &[&str]) -> Option<Value> {
+    let out = kubectl(args);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// The MigrationJob `name` of `ns`, as JSON.
+pub fn job(ns: &str, name: &str) -> Option<Value> {
+    get_json(&["-n", ns, "get", "migrationjob", name, "-o", "json"])
+}
+
+/// The condition `type_` of a job, if it has one.
+pub fn condition(job: &Value, type_: &str) -> Option<Value> {
+    job["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+/// Waits until the job is in `phase`; returns it.
+pub async fn wait_phase(ns: &str, name: &str, phase: &str, timeout: Duration) -> Value {
+    eventually(&format!("{name} in phase {phase}"), timeout, || async {
+        job(ns, name).filter(|j| j["status"]["phase"] == phase)
+    })
+    .await
+}
+
+/// Merge-patches the MigrationJob `name`; returns kubectl's result.
+pub fn patch_job(ns: &str, name: &str, patch: &str) -> Output {
+    kubectl(&["-n", ns, "patch", "mj", name, "--type=merge", "-p", patch])
+}
+
+/// Merge-patches the MigrationJob `name`, which must succeed.
+pub fn patch_job_ok(ns: &str, name: &str, patch: &str) {
+    let out = patch_job(ns, name, patch);
+    assert!(
+        out.status.success(),
+        "patch {patch}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Creates (or replaces) the Secrets of `examples/postgres-to-postgres.yaml`,
+/// `legacy-db` and `new-db` (key `url`), pointing at real databases.
+pub fn create_db_secrets(ns: &str, source_url: &str, target_url: &str) {
+    for (name, url) in [("legacy-db", source_url), ("new-db", target_url)] {
+        create_url_secret(ns, name, url);
+    }
+}
+
+/// Creates (or replaces) the Secret `name` with the connection string `url`
+/// under the key `url`.
+pub fn create_url_secret(ns: &str, name: &str, url: &str) {
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "type": "Opaque",
+        "stringData": {"url": url},
+    });
+    let out = kubectl_stdin(&["-n", ns, "apply", "-f", "-"], &secret.to_string());
+    assert!(
+        out.status.success(),
+        "create Secret {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The example's `contacts` table (the same columns as in the data-plane
+/// tests and `make bench`).
+pub const CONTACTS_TABLE: &str = "CREATE TABLE contacts (
+    id bigint PRIMARY KEY, email text NOT NULL, age int, note jsonb, seen timestamptz)";
+
+/// Inserts `rows` contacts (ids 1..=rows) into `contacts` of `database`.
+pub fn insert_contacts(pg: &TempPostgres, database: &str, rows: u64) {
+    pg.psql(
+        database,
+        &format!(
+            "INSERT INTO contacts
+             SELECT g, 'user' || g || '@example.com', (g % 100)::int,
+                    jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g % 7)),
+                    timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second'
+               FROM generate_series(1, {rows}) g"
+        ),
+    );
+}
+
+/// The example's setup on a real PostgreSQL: `contacts` with `rows` rows in
+/// database `source`, an empty `contacts` in `target` (same columns, so the
+/// direct COPY path), and the Secrets `legacy-db`/`new-db` pointing at them.
+pub fn seed_example(ns: &str, pg: &TempPostgres, rows: u64) {
+    pg.psql("source", CONTACTS_TABLE);
+    pg.psql("target", CONTACTS_TABLE);
+    insert_contacts(pg, "source", rows);
+    create_db_secrets(ns, &pg.url("source"), &pg.url("target"));
+}
+
+/// Applies the MigrationJob of `examples/postgres-to-postgres.yaml` (not its
+/// Secrets, which point at a database the tests do not run), after `edit`.
+pub fn apply_example_job(ns: &str, edit: impl FnOnce(String) -> String) {
+    let manifest = std::fs::read_to_string(repo_root().join("examples/postgres-to-postgres.yaml"))
+        .expect("read the example");
+    let job: String = manifest
+        .split("\n---")
+        .filter(|d| d.contains("kind: MigrationJob"))
+        .collect();
+    let job = edit(job);
+    let out = kubectl_stdin(&["-n", ns, "apply", "-f", "-"], &job);
+    assert!(
+        out.status.success(),
+        "apply the example's job: {}\n{job}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Rows of `table` in `database`: count and an md5 over every column of
+/// every row in key order. Equal on both sides means identical data.
+pub fn checksum(pg: &TempPostgres, database: &str, table: &str, key: &str) -> String {
+    pg.psql(
+        database,
+        &format!(
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY {key})), '')
+               FROM {table} t"
+        ),
+    )
+}
+
+/// Holder of the operator's leader Lease in `ns`.
+pub fn lease_holder(ns: &str) -> Option<String> {
+    get_json(&["-n", ns, "get", "lease", "freight-operator", "-o", "json"])?["spec"]["holderIdentity"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The worker Deployments of job `name`.
+pub fn worker_deployments(ns: &str, name: &str) -> Vec<Value> {
+    get_json(&[
+        "-n",
+        ns,
+        "get",
+        "deployments",
+        "-l",
+        &format!("freight.dev/job={name}"),
+        "-o",
+        "json",
+    ])
+    .and_then(|v| v["items"].as_array().cloned())
+    .unwrap_or_default()
+}
+
+/// Waits until job `name` runs no worker: every worker Deployment has
+/// `replicas: 0` and the pod runner runs no process in `ns`.
+pub async fn wait_no_workers(ns: &str, name: &str, timeout: Duration) {
+    eventually(
+        &format!("{name}: worker Deployments at 0 replicas and no worker process"),
+        timeout,
+        || async {
+            let scaled_down = worker_deployments(ns, name)
+                .iter()
+                .all(|d| d["spec"]["replicas"] == 0);
+            (scaled_down && running_processes(ns).is_empty()).then_some(())
+        },
+    )
+    .await;
 }

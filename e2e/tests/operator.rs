@@ -1,28 +1,33 @@
 //! End-to-end scenarios of the operator core on a real kube-apiserver.
 //! Run by `make e2e` (e2e/run.sh), one at a time.
+//!
+//! Jobs read and write a real PostgreSQL (a [`TempPostgres`] per scenario):
+//! the operator plans them and its workers copy rows, so a job that should
+//! stay `Running` while a scenario looks at it gets a source table large
+//! enough to outlast the scenario, and checks of "no writes in steady state"
+//! use finished jobs (a running job writes its progress).
 
 use std::{path::Path, time::Duration};
 
 use freight_e2e::{
-    Operator, OperatorOptions, TestNamespace, audit_writes, eventually, kubectl, kubectl_ok,
-    kubectl_stdin, repo_root, running_processes, state_dir,
+    Operator, OperatorOptions, TempPostgres, TestNamespace, audit_writes, condition,
+    create_url_secret, eventually, get_json, job, kubectl, kubectl_ok, kubectl_stdin, lease_holder,
+    patch_job, repo_root, running_processes, seed_example, state_dir, wait_no_workers,
 };
 use serde_json::Value;
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// Rows of a source table that keeps a job `Running` for as long as a
+/// scenario looks at it (the scenario suspends or deletes the job first).
+const LONG_TABLE: u64 = 1_000_000;
 
 fn operator_opts<'a>(
     ns: &'a TestNamespace,
     kubeconfig: &'a Path,
     identity: &'a str,
 ) -> OperatorOptions<'a> {
-    OperatorOptions {
-        kubeconfig,
-        namespace: Some(&ns.name),
-        lease_namespace: &ns.name,
-        identity,
-        lease_seconds: 15,
-    }
+    OperatorOptions::new(ns, kubeconfig, identity)
 }
 
 /// A fresh namespace with the chart installed and an operator watching it.
@@ -33,72 +38,62 @@ async fn namespace_with_operator(prefix: &str) -> (TestNamespace, Operator) {
     (ns, op)
 }
 
-/// Applies `examples/postgres-to-postgres.yaml` (two Secrets and the job `contacts`).
+/// Applies `examples/postgres-to-postgres.yaml` as it is (two Secrets
+/// pointing at a database nobody runs here, and the job `contacts`).
 fn apply_example(ns: &str) {
     let manifest = repo_root().join("examples/postgres-to-postgres.yaml");
     kubectl_ok(&["-n", ns, "apply", "-f", &manifest.display().to_string()]);
 }
 
+/// The example on a real PostgreSQL: `contacts` with `rows` rows, the
+/// Secrets pointing at it, and the example's job, edited by `edit`.
+fn run_example(ns: &str, rows: u64, edit: impl FnOnce(String) -> String) -> TempPostgres {
+    let pg = TempPostgres::start();
+    seed_example(ns, &pg, rows);
+    freight_e2e::apply_example_job(ns, edit);
+    pg
+}
+
 /// Merge-patches the job `contacts`; returns kubectl's result.
-fn patch_job(ns: &str, patch: &str) -> std::process::Output {
-    kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "mj",
-        "contacts",
-        "--type=merge",
-        "-p",
-        patch,
-    ])
+fn patch_contacts(ns: &str, patch: &str) -> std::process::Output {
+    patch_job(ns, "contacts", patch)
 }
 
 /// Merge-patches the job `contacts`, which must succeed.
 fn patch_job_ok(ns: &str, patch: &str) {
-    let out = patch_job(ns, patch);
-    assert!(
-        out.status.success(),
-        "patch {patch}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn get_json(args: &[&str]) -> Option<Value> {
-    let out = kubectl(args);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
-
-fn job(ns: &str, name: &str) -> Option<Value> {
-    get_json(&["-n", ns, "get", "migrationjob", name, "-o", "json"])
-}
-
-fn condition(job: &Value, type_: &str) -> Option<Value> {
-    job["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .cloned()
+    freight_e2e::patch_job_ok(ns, "contacts", patch);
 }
 
 async fn wait_phase(ns: &str, name: &str, phase: &str) -> Value {
-    eventually(&format!("{name} in phase {phase}"), MINUTE, || async {
-        job(ns, name).filter(|j| j["status"]["phase"] == phase)
+    freight_e2e::wait_phase(ns, name, phase, MINUTE).await
+}
+
+/// Waits until the job is Running with every wanted worker ready.
+async fn wait_running_ready(ns: &str, name: &str) -> Value {
+    eventually(&format!("{name} running and ready"), MINUTE * 2, || async {
+        let j = job(ns, name)?;
+        let ready = condition(&j, "Ready")?;
+        (j["status"]["phase"] == "Running" && ready["status"] == "True").then_some(j)
     })
     .await
 }
 
-/// Waits until the job is Running with every wanted worker ready and its
-/// status has not changed for three seconds.
-async fn wait_settled(ns: &str, name: &str) -> Value {
+/// Waits until the job has finished in `phase` (Complete=True), its workers
+/// are gone, and its status has not changed for three seconds.
+async fn wait_finished_settled(ns: &str, name: &str, phase: &str) -> Value {
+    eventually(
+        &format!("{name} finished ({phase})"),
+        MINUTE * 3,
+        || async {
+            let j = job(ns, name)?;
+            (j["status"]["phase"] == phase && condition(&j, "Complete")?["status"] == "True")
+                .then_some(())
+        },
+    )
+    .await;
+    wait_no_workers(ns, name, MINUTE).await;
     eventually(&format!("{name} settled"), MINUTE * 2, || async {
         let first = job(ns, name)?;
-        let ready = condition(&first, "Ready")?;
-        if first["status"]["phase"] != "Running" || ready["status"] != "True" {
-            return None;
-        }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let second = job(ns, name)?;
         (first["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"])
@@ -139,8 +134,16 @@ fn owned_by(obj: &Value, uid: &Value) -> bool {
         })
 }
 
-/// Creates every Secret a manifest's jobs reference that does not exist yet.
-fn create_referenced_secrets(ns: &str, manifest: &str) {
+fn sql_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Provisions what the jobs of `manifest` read and write, on `pg`: every
+/// referenced Secret points at a database of `pg` (the source's at `source`,
+/// a distinct target Secret at `target`), each source table gets `rows` rows
+/// (key and a text column) and each target table the same columns, empty,
+/// with the key unique (for upserts).
+fn provision_jobs(ns: &str, pg: &TempPostgres, manifest: &str, rows: u64) {
     for doc in manifest.split("\n---") {
         let Ok(v) = serde_yaml::from_str::<Value>(doc) else {
             continue;
@@ -148,24 +151,51 @@ fn create_referenced_secrets(ns: &str, manifest: &str) {
         if v["kind"] != "MigrationJob" {
             continue;
         }
-        for side in ["source", "target"] {
-            let r = &v["spec"][side]["postgres"]["connectionSecretRef"];
-            let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str()) else {
-                continue;
-            };
-            if kubectl(&["-n", ns, "get", "secret", name]).status.success() {
-                continue;
-            }
-            kubectl_ok(&[
-                "-n",
-                ns,
-                "create",
-                "secret",
-                "generic",
-                name,
-                &format!("--from-literal={key}=postgres://freight@127.0.0.1:5432/{side}"),
-            ]);
+        let (src, dst) = (
+            &v["spec"]["source"]["postgres"],
+            &v["spec"]["target"]["postgres"],
+        );
+        let src_secret = src["connectionSecretRef"]["name"]
+            .as_str()
+            .expect("source Secret");
+        let dst_secret = dst["connectionSecretRef"]["name"]
+            .as_str()
+            .expect("target Secret");
+        let (src_db, dst_db) = if src_secret == dst_secret {
+            ("source", "source")
+        } else {
+            ("source", "target")
+        };
+        for (secret, db, side) in [(src_secret, src_db, src), (dst_secret, dst_db, dst)] {
+            let key = side["connectionSecretRef"]["key"]
+                .as_str()
+                .expect("Secret key");
+            assert_eq!(
+                key, "url",
+                "the examples keep connection strings under `url`"
+            );
+            create_url_secret(ns, secret, &pg.url(db));
         }
+        let key = sql_ident(src["keyColumn"].as_str().expect("keyColumn"));
+        for (db, side) in [(src_db, src), (dst_db, dst)] {
+            let schema = sql_ident(side["schema"].as_str().unwrap_or("public"));
+            let table = sql_ident(side["table"].as_str().expect("table"));
+            pg.psql(
+                db,
+                &format!(
+                    "CREATE SCHEMA IF NOT EXISTS {schema};
+                     CREATE TABLE {schema}.{table} ({key} bigint PRIMARY KEY, name text)"
+                ),
+            );
+        }
+        let schema = sql_ident(src["schema"].as_str().unwrap_or("public"));
+        let table = sql_ident(src["table"].as_str().expect("table"));
+        pg.psql(
+            src_db,
+            &format!(
+                "INSERT INTO {schema}.{table} SELECT g, 'name ' || g FROM generate_series(1, {rows}) g"
+            ),
+        );
     }
 }
 
@@ -179,13 +209,13 @@ fn example_files(dir: &str) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Scenario 1: `kubectl get mj` shows the printer columns; `kubectl explain`
-/// shows the documentation.
+/// Scenario 1: `kubectl get mj` shows the printer columns, filled in by a
+/// job that copied its rows; `kubectl explain` shows the documentation.
 #[tokio::test]
 async fn get_shows_columns_and_explain_shows_docs() {
     let (ns, op) = namespace_with_operator("columns").await;
-    apply_example(&ns.name);
-    wait_settled(&ns.name, "contacts").await;
+    let _pg = run_example(&ns.name, 2500, |j| j);
+    let finished = wait_finished_settled(&ns.name, "contacts", "Succeeded").await;
 
     let table = kubectl_ok(&["-n", &ns.name, "get", "mj"]);
     let header: Vec<&str> = table
@@ -213,8 +243,12 @@ async fn get_shows_columns_and_explain_shows_docs() {
         .unwrap_or_default()
         .split_whitespace()
         .collect();
-    assert_eq!(row.first(), Some(&"contacts"), "{table}");
-    assert_eq!(row.get(1), Some(&"Running"), "{table}");
+    assert_eq!(
+        row.get(..6),
+        Some(&["contacts", "Succeeded", "100%", "2500", "0", "0"][..]),
+        "{table}\n{}",
+        finished["status"]
+    );
 
     let explain = kubectl_ok(&["explain", "migrationjob.spec"]);
     for text in [
@@ -237,17 +271,33 @@ async fn get_shows_columns_and_explain_shows_docs() {
     op.stop();
 }
 
-/// Scenario 2: every valid example creates the worker Deployment, HPA and
-/// Secret with owner references; deleting the job removes them.
+/// Scenario 2: every valid example, run against a real PostgreSQL, creates
+/// the worker Deployment, HPA and Secret with owner references; deleting the
+/// running job removes them.
 #[tokio::test]
 async fn valid_examples_create_owned_children_and_deletion_removes_them() {
     let (ns, op) = namespace_with_operator("examples").await;
+    let pg = TempPostgres::start();
     let files = example_files("examples");
     assert!(files.len() >= 2);
     for file in files {
         let manifest = std::fs::read_to_string(&file).expect("read example");
-        create_referenced_secrets(&ns.name, &manifest);
-        kubectl_ok(&["-n", &ns.name, "apply", "-f", &file.display().to_string()]);
+        provision_jobs(&ns.name, &pg, &manifest, LONG_TABLE);
+        // The example's own Secrets point at a database nobody runs here.
+        let without_secrets: Vec<&str> = manifest
+            .split("\n---")
+            .filter(|d| serde_yaml::from_str::<Value>(d).is_ok_and(|v| v["kind"] != "Secret"))
+            .collect();
+        let out = kubectl_stdin(
+            &["-n", &ns.name, "apply", "-f", "-"],
+            &without_secrets.join("\n---\n"),
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         for doc in manifest.split("\n---") {
             let v: Value = serde_yaml::from_str(doc).unwrap_or(Value::Null);
             if v["kind"] != "MigrationJob" {
@@ -333,14 +383,14 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
 
     // Transition rules: an immutable field and a counter that only goes up.
     apply_example(&ns.name);
-    let out = patch_job(
+    let out = patch_contacts(
         &ns.name,
         r#"{"spec":{"source":{"postgres":{"table":"people"}}}}"#,
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("source is immutable"));
     patch_job_ok(&ns.name, r#"{"spec":{"retryFailed":2}}"#);
-    let out = patch_job(&ns.name, r#"{"spec":{"retryFailed":1}}"#);
+    let out = patch_contacts(&ns.name, r#"{"spec":{"retryFailed":1}}"#);
     assert!(String::from_utf8_lossy(&out.stderr).contains("retryFailed can only be increased"));
     // No operator runs in this test: nothing holds a finalizer.
     ns.delete().await;
@@ -351,22 +401,11 @@ async fn invalid_manifests_are_rejected_with_the_field_named() {
 #[tokio::test]
 async fn missing_secret_is_reported_and_the_job_recovers() {
     let (ns, op) = namespace_with_operator("secret").await;
-    let manifest = std::fs::read_to_string(repo_root().join("examples/postgres-to-postgres.yaml"))
-        .expect("example");
-    let job_only: String = manifest
-        .split("\n---")
-        .filter(|d| d.contains("kind: MigrationJob"))
-        .collect();
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "create",
-        "secret",
-        "generic",
-        "legacy-db",
-        "--from-literal=url=postgres://a/b",
-    ]);
-    kubectl_stdin(&["-n", &ns.name, "apply", "-f", "-"], &job_only);
+    let pg = TempPostgres::start();
+    seed_example(&ns.name, &pg, LONG_TABLE);
+    // Only the source's Secret exists at first.
+    kubectl_ok(&["-n", &ns.name, "delete", "secret", "new-db"]);
+    freight_e2e::apply_example_job(&ns.name, |j| j);
 
     wait_phase(&ns.name, "contacts", "Pending").await;
     let blocked = eventually("SecretNotFound condition", MINUTE, || async {
@@ -404,15 +443,7 @@ async fn missing_secret_is_reported_and_the_job_recovers() {
         "a Warning event names the problem"
     );
 
-    kubectl_ok(&[
-        "-n",
-        &ns.name,
-        "create",
-        "secret",
-        "generic",
-        "new-db",
-        "--from-literal=url=postgres://c/d",
-    ]);
+    create_url_secret(&ns.name, "new-db", &pg.url("target"));
     let running = wait_phase(&ns.name, "contacts", "Running").await;
     assert_ne!(
         condition(&running, "Ready").expect("Ready")["reason"],
@@ -432,14 +463,14 @@ async fn missing_secret_is_reported_and_the_job_recovers() {
 }
 
 /// Scenario 5: restarting the operator creates no duplicate children and no
-/// status churn; a steady state produces zero writes.
+/// status churn; a steady state (a finished job) produces zero writes.
 #[tokio::test]
 async fn restart_creates_no_duplicates_and_steady_state_writes_nothing() {
     let ns = TestNamespace::create("restart");
     let kubeconfig = ns.operator_kubeconfig();
     let first = Operator::start(&operator_opts(&ns, &kubeconfig, "restart-1")).await;
-    apply_example(&ns.name);
-    let before = wait_settled(&ns.name, "contacts").await;
+    let _pg = run_example(&ns.name, 5000, |j| j);
+    let before = wait_finished_settled(&ns.name, "contacts", "Succeeded").await;
     let (deployments, hpas, secret) = children(&ns.name, "contacts");
     let uids = |items: &[Value]| -> Vec<Value> {
         items.iter().map(|i| i["metadata"]["uid"].clone()).collect()
@@ -534,17 +565,27 @@ async fn chart_rbac_is_enough_and_not_more() {
 
     let kubeconfig = ns.operator_kubeconfig();
     let opts = OperatorOptions {
-        kubeconfig: &kubeconfig,
         namespace: None,
-        lease_namespace: &ns.name,
-        identity: "rbac",
-        lease_seconds: 15,
+        ..OperatorOptions::new(&ns, &kubeconfig, "rbac")
     };
     let op = Operator::start(&opts).await;
-    apply_example(&ns.name);
-    wait_settled(&ns.name, "contacts").await;
+    // The whole life of a job: planning, copying, suspend, resume, finish.
+    let pg = run_example(&ns.name, 200_000, |j| j);
+    wait_running_ready(&ns.name, "contacts").await;
     patch_job_ok(&ns.name, r#"{"spec":{"suspend":true}}"#);
     wait_phase(&ns.name, "contacts", "Suspended").await;
+    wait_no_workers(&ns.name, "contacts", MINUTE).await;
+    patch_job_ok(&ns.name, r#"{"spec":{"suspend":false}}"#);
+    let done = freight_e2e::wait_phase(&ns.name, "contacts", "Succeeded", MINUTE * 5).await;
+    assert_eq!(
+        done["status"]["processedRecords"], 200_000,
+        "{}",
+        done["status"]
+    );
+    assert_eq!(
+        freight_e2e::checksum(&pg, "source", "contacts", "id"),
+        freight_e2e::checksum(&pg, "target", "contacts", "id")
+    );
     kubectl_ok(&[
         "-n",
         &ns.name,
@@ -569,12 +610,6 @@ async fn chart_rbac_is_enough_and_not_more() {
     op.stop();
 }
 
-fn lease_holder(ns: &str) -> Option<String> {
-    get_json(&["-n", ns, "get", "lease", "freight-operator", "-o", "json"])?["spec"]["holderIdentity"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 /// Scenario 7: with two replicas only the leader writes; killing it hands
 /// over within the lease duration.
 #[tokio::test]
@@ -582,12 +617,15 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     const LEASE: u64 = 6;
     let ns = TestNamespace::create("leader");
     let kubeconfig = ns.operator_kubeconfig();
-    let opts = |identity| OperatorOptions {
+    // Both replicas run at once on one host: each coordinator listens on its
+    // own loopback address (the same port), workers are sent to 127.0.0.1.
+    let opts = |identity, coordinator_ip| OperatorOptions {
         lease_seconds: LEASE,
+        coordinator_ip,
         ..operator_opts(&ns, &kubeconfig, identity)
     };
-    let a = Operator::start(&opts("replica-a")).await;
-    let b = Operator::start(&opts("replica-b")).await;
+    let a = Operator::start(&opts("replica-a", "127.0.0.1")).await;
+    let b = Operator::start(&opts("replica-b", "127.0.0.2")).await;
     let holder = eventually("a lease holder", MINUTE, || async {
         lease_holder(&ns.name)
     })
@@ -598,8 +636,8 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         (b, a)
     };
 
-    apply_example(&ns.name);
-    wait_settled(&ns.name, "contacts").await;
+    let _pg = run_example(&ns.name, LONG_TABLE, |j| j);
+    wait_running_ready(&ns.name, "contacts").await;
     assert!(leader.writes() > 0.0, "the leader wrote nothing");
     assert_eq!(standby.writes(), 0.0, "the standby wrote");
     assert_eq!(standby.metric("freight_leader"), 0.0);
@@ -640,11 +678,11 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
 #[tokio::test]
 async fn worker_pods_run_as_processes_and_suspend_stops_them() {
     let (ns, op) = namespace_with_operator("workers").await;
-    let manifest = std::fs::read_to_string(repo_root().join("examples/postgres-to-postgres.yaml"))
-        .expect("example")
-        .replace("    min: 1\n", "    min: 2\n");
-    assert!(manifest.contains("min: 2"));
-    kubectl_stdin(&["-n", &ns.name, "apply", "-f", "-"], &manifest);
+    let _pg = run_example(&ns.name, LONG_TABLE, |job| {
+        let job = job.replace("    min: 1\n", "    min: 2\n");
+        assert!(job.contains("min: 2"));
+        job
+    });
 
     let procs = eventually("two worker processes", MINUTE, || async {
         let p = running_processes(&ns.name);

@@ -1,5 +1,7 @@
 //! A throwaway PostgreSQL server for tests: Debian's binaries, run as an
 //! unprivileged user in a temporary directory, on a free loopback port.
+//! Shared by the root tests, `make bench` and the end-to-end tests (which
+//! also stop and restart it on the same data directory and port).
 
 #![allow(dead_code)]
 
@@ -12,7 +14,8 @@ use std::{
 /// A running PostgreSQL server, stopped and removed on drop.
 pub struct TempPostgres {
     dir: PathBuf,
-    server: Child,
+    bin: PathBuf,
+    server: Option<Child>,
     /// Its port on 127.0.0.1.
     pub port: u16,
 }
@@ -73,7 +76,6 @@ impl TempPostgres {
                 .unwrap();
             assert!(ok.success(), "chown the data directory");
         }
-        let data = dir.join("data");
         let init = pg_command(&bin.join("initdb"))
             .args([
                 "-A",
@@ -87,7 +89,7 @@ impl TempPostgres {
                 "C.UTF-8",
                 "-D",
             ])
-            .arg(&data)
+            .arg(dir.join("data"))
             .output()
             .unwrap();
         assert!(
@@ -95,10 +97,39 @@ impl TempPostgres {
             "initdb: {}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let port = free_port();
-        let server = pg_command(&bin.join("postgres"))
+        let mut pg = Self {
+            dir,
+            bin,
+            server: None,
+            port: free_port(),
+        };
+        pg.start_again();
+        pg.psql("postgres", "CREATE DATABASE source");
+        pg.psql("postgres", "CREATE DATABASE target");
+        pg
+    }
+
+    /// Starts the server (again) on the same data directory and port, and
+    /// waits until it accepts connections. Does nothing if it is running.
+    pub fn start_again(&mut self) {
+        if self.server.is_some() {
+            return;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .ok();
+        let (out, err) = match &log {
+            Some(f) => (
+                f.try_clone().map_or_else(|_| Stdio::null(), Stdio::from),
+                f.try_clone().map_or_else(|_| Stdio::null(), Stdio::from),
+            ),
+            None => (Stdio::null(), Stdio::null()),
+        };
+        let server = pg_command(&self.bin.join("postgres"))
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .args([
                 "-c",
                 "listen_addresses=127.0.0.1",
@@ -108,37 +139,65 @@ impl TempPostgres {
                 "full_page_writes=off",
             ])
             .args(["-c", "synchronous_commit=off", "-k"])
-            .arg(&dir)
-            .args(["-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string()])
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .unwrap();
-        let pg = Self { dir, server, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = Command::new(bin.join("pg_isready"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "freight",
-                    "-d",
-                    "postgres",
-                ])
-                .output()
-                .unwrap();
-            if ready.status.success() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+        self.server = Some(server);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.is_ready() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start; see {}",
+                self.dir.join("server.log").display()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        pg.psql("postgres", "CREATE DATABASE source");
-        pg.psql("postgres", "CREATE DATABASE target");
-        pg
+    }
+
+    /// True when the server accepts connections.
+    pub fn is_ready(&self) -> bool {
+        Command::new(self.bin.join("pg_isready"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "freight",
+                "-d",
+                "postgres",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Stops the server with a "fast" shutdown (open transactions are rolled
+    /// back, clients are disconnected) and waits until it is gone. The data
+    /// directory and port stay: [`start_again`](Self::start_again) resumes.
+    pub fn stop(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let stopped = pg_command(&self.bin.join("pg_ctl"))
+            .args(["stop", "-m", "fast", "-w", "-t", "60", "-D"])
+            .arg(self.dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stopped {
+            let _ = server.kill();
+        }
+        let _ = server.wait();
+    }
+
+    /// Stops the server and starts it again on the same data and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
     }
 
     /// A connection URL for `database`.
@@ -151,6 +210,15 @@ impl TempPostgres {
 
     /// Runs SQL with psql; panics on error; returns stdout (unaligned, tuples only).
     pub fn psql(&self, database: &str, sql: &str) -> String {
+        let out = self.try_psql(database, sql);
+        match out {
+            Ok(out) => out,
+            Err(err) => panic!("psql: {err}\n{sql}"),
+        }
+    }
+
+    /// Runs SQL with psql; returns stdout (unaligned, tuples only) or stderr.
+    pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
         let out = Command::new("psql")
             .args([
                 "-X",
@@ -166,22 +234,17 @@ impl TempPostgres {
             ])
             .output()
             .expect("psql is installed");
-        assert!(
-            out.status.success(),
-            "psql: {}\n{sql}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 }
 
 impl Drop for TempPostgres {
     fn drop(&mut self) {
-        // SIGTERM through kill(1): a "smart" shutdown is fine for a test server.
-        let _ = Command::new("kill")
-            .arg(self.server.id().to_string())
-            .status();
-        let _ = self.server.wait();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
