@@ -16,8 +16,9 @@ use std::{
 
 use freight_e2e::{
     CONTACTS_TABLE, Operator, OperatorOptions, TempPostgres, TestNamespace, checksum, condition,
-    create_db_secrets, eventually, insert_contacts, job, kubectl_stdin, lease_holder, patch_job_ok,
-    running_processes, wait_no_workers, wait_phase, worker_deployments,
+    create_db_secrets, create_url_secret, eventually, free_port, get_json, insert_contacts, job,
+    kubectl_ok, kubectl_stdin, lease_holder, patch_job_ok, running_processes, wait_no_workers,
+    wait_phase, worker_deployments,
 };
 use nix::{
     sys::signal::{Signal, kill},
@@ -226,6 +227,61 @@ fn assert_counts(job: &Value, total: i64, failed: i64) {
     );
 }
 
+/// The events of `ns`: (type, reason, message).
+fn events(ns: &str) -> Vec<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    get_json(&["-n", ns, "get", "events", "-o", "json"])
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| (text(&e["type"]), text(&e["reason"]), text(&e["message"])))
+        .collect()
+}
+
+/// Waits for a Warning event with `reason` whose message contains `text`.
+async fn wait_warning(ns: &str, reason: &str, text: &str) -> String {
+    eventually(
+        &format!("a Warning event {reason} mentioning {text:?}"),
+        MINUTE,
+        || async {
+            events(ns)
+                .into_iter()
+                .find(|(type_, r, message)| {
+                    type_ == "Warning" && r == reason && message.contains(text)
+                })
+                .map(|(_, _, message)| message)
+        },
+    )
+    .await
+}
+
+/// Waits until the job is Pending with Ready=False for `reason`.
+async fn wait_blocked(ns: &str, name: &str, reason: &str) -> Value {
+    eventually(&format!("{name} Pending ({reason})"), MINUTE, || async {
+        let j = job(ns, name)?;
+        let ready = condition(&j, "Ready")?;
+        (j["status"]["phase"] == "Pending"
+            && ready["status"] == "False"
+            && ready["reason"] == reason)
+            .then_some(j)
+    })
+    .await
+}
+
+/// Changes an annotation of the job, which makes the operator look at it
+/// again at once (as any edit would).
+fn nudge(ns: &str, name: &str, n: u32) {
+    kubectl_ok(&[
+        "-n",
+        ns,
+        "annotate",
+        "mj",
+        name,
+        &format!("e2e.freight.dev/nudge={n}"),
+        "--overwrite",
+    ]);
+}
+
 /// The `contacts` table in `source` of `src` (`rows` rows) and an empty
 /// `contacts` in `target` of `dst` created with `target_ddl`, and the
 /// Secrets pointing at them.
@@ -341,6 +397,13 @@ async fn rejected_rows_are_reported_and_retry_failed_copies_them() {
         refused_keys.starts_with(&format!("{REJECTED}:")),
         "{refused_keys}"
     );
+    // The target holds older versions of some (acceptable) rows: upserts
+    // update them in place.
+    pg.psql(
+        "target",
+        "INSERT INTO contacts SELECT g, 'stale', 50, NULL, NULL
+           FROM generate_series(1, 300) g WHERE g % 100 >= 3",
+    );
     let op = s.operator("retry").await;
 
     let uid = s.apply(&JobSpec {
@@ -377,8 +440,12 @@ async fn rejected_rows_are_reported_and_retry_failed_copies_them() {
     );
     assert_eq!(pg.psql("target", &ledger), refused_keys);
     assert_eq!(
-        pg.psql("target", "SELECT count(*) FROM contacts"),
-        (ROWS - REJECTED).to_string()
+        pg.psql(
+            "target",
+            "SELECT count(*) || ',' || count(*) FILTER (WHERE email = 'stale') FROM contacts"
+        ),
+        format!("{},0", ROWS - REJECTED),
+        "every accepted row is in the target once, stale versions updated"
     );
 
     // Fix the target, retry the failed records.
@@ -610,6 +677,8 @@ async fn target_restart_mid_run_pauses_and_completes_exactly() {
     }
     dst.start_again();
     eprintln!("target started again");
+    // The outage was reported as a transient reconcile error.
+    wait_warning(s.name(), "ReconcileError", "target database").await;
 
     let done = wait_finished(s.name(), "contacts", "Succeeded", MINUTE * 6).await;
     assert_counts(&done, MID_RUN_ROWS as i64, 0);
@@ -682,6 +751,181 @@ async fn suspend_mid_run_stops_everything_and_resume_completes() {
     patch_job_ok(s.name(), "contacts", r#"{"spec":{"suspend":false}}"#);
     let done = wait_finished(s.name(), "contacts", "Succeeded", MINUTE * 6).await;
     assert_counts(&done, MID_RUN_ROWS as i64, 0);
+    assert_eq!(
+        checksum(&pg, "target", "contacts", "id"),
+        checksum(&pg, "source", "contacts", "id")
+    );
+    s.delete().await;
+    op.stop();
+}
+
+/// Problems with the databases: an unreachable one is a transient error
+/// (Warning events, retried); a missing table or key column is a Pending
+/// condition naming it, with no worker started. Each is noticed when fixed;
+/// the last fix (creating the target table) is noticed without any edit of
+/// the job, as the condition promises ("the job resumes by itself").
+#[tokio::test]
+async fn database_problems_are_reported_and_fixing_them_resumes_the_job() {
+    const ROWS: i64 = 10_000;
+    let s = Scenario::new("dbproblems");
+    let pg = TempPostgres::start();
+    // Nothing listens on the target's port at first.
+    let unreachable = format!(
+        "postgres://freight@127.0.0.1:{}/target?sslmode=disable",
+        free_port()
+    );
+    create_db_secrets(s.name(), &pg.url("source"), &unreachable);
+    let op = s.operator("dbproblems").await;
+    s.apply(&JobSpec::new("contacts", "contacts"));
+
+    wait_warning(s.name(), "ReconcileError", "target database").await;
+    assert!(op.metric("freight_reconcile_errors_total") >= 1.0);
+    let j = job(s.name(), "contacts").expect("job");
+    assert!(
+        !matches!(
+            j["status"]["phase"].as_str(),
+            Some("Planning" | "Running" | "Succeeded")
+        ),
+        "{}",
+        j["status"]
+    );
+    assert!(worker_deployments(s.name(), "contacts").is_empty());
+
+    // Reachable now (the Secret changed): the source table is missing.
+    create_url_secret(s.name(), "new-db", &pg.url("target"));
+    let j = wait_blocked(s.name(), "contacts", "SourceTableNotFound").await;
+    let message = condition(&j, "Ready").expect("Ready")["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("public.contacts")),
+        "{message}"
+    );
+    wait_warning(s.name(), "SourceTableNotFound", "public.contacts").await;
+    assert!(worker_deployments(s.name(), "contacts").is_empty());
+
+    // The source table exists, without the key column.
+    pg.psql(
+        "source",
+        &CONTACTS_TABLE.replace("id bigint", "contact_id bigint"),
+    );
+    nudge(s.name(), "contacts", 1);
+    let j = wait_blocked(s.name(), "contacts", "KeyColumnNotFound").await;
+    let message = condition(&j, "Ready").expect("Ready")["message"].clone();
+    assert!(
+        message.as_str().is_some_and(|m| m.contains("\"id\"")),
+        "{message}"
+    );
+    assert!(worker_deployments(s.name(), "contacts").is_empty());
+
+    // The source is right; the target table is missing.
+    pg.psql("source", "DROP TABLE contacts");
+    pg.psql("source", CONTACTS_TABLE);
+    insert_contacts(&pg, "source", ROWS as u64);
+    nudge(s.name(), "contacts", 2);
+    let j = wait_blocked(s.name(), "contacts", "TargetTableNotFound").await;
+    let message = condition(&j, "Ready").expect("Ready")["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("public.contacts")),
+        "{message}"
+    );
+    assert!(worker_deployments(s.name(), "contacts").is_empty());
+
+    // Creating it is enough: the job resumes by itself.
+    pg.psql("target", CONTACTS_TABLE);
+    let fixed = Instant::now();
+    eventually(
+        "the job resumes by itself once the target table exists",
+        MINUTE,
+        || async {
+            let j = job(s.name(), "contacts")?;
+            (j["status"]["phase"] != "Pending").then_some(())
+        },
+    )
+    .await;
+    eprintln!("resumed {:?} after the fix", fixed.elapsed());
+    let done = wait_finished(s.name(), "contacts", "Succeeded", MINUTE * 3).await;
+    assert_counts(&done, ROWS, 0);
+    assert_eq!(
+        checksum(&pg, "target", "contacts", "id"),
+        checksum(&pg, "source", "contacts", "id")
+    );
+    s.delete().await;
+    op.stop();
+}
+
+/// Upserts need a unique key on the target's key column: without one, rows
+/// the target already holds would be duplicated instead of updated. Such a
+/// target is held back as a configuration problem; once it has the key, the
+/// job updates those rows in place.
+#[tokio::test]
+async fn upsert_needs_a_unique_key_and_then_updates_rows_in_place() {
+    const ROWS: i64 = 10_000;
+    const TARGET_ROWS: &str = "SELECT count(*) || ',' || count(DISTINCT id) || ','
+                                      || count(*) FILTER (WHERE email = 'stale') FROM contacts";
+    let s = Scenario::new("upsertkey");
+    let pg = TempPostgres::start();
+    seed_contacts(
+        s.name(),
+        &pg,
+        &pg,
+        ROWS as u64,
+        &CONTACTS_TABLE.replace("id bigint PRIMARY KEY", "id bigint NOT NULL"),
+    );
+    // Older versions of the first 100 rows.
+    pg.psql(
+        "target",
+        "INSERT INTO contacts SELECT g, 'stale', 50, NULL, NULL FROM generate_series(1, 100) g",
+    );
+    let op = s.operator("upsertkey").await;
+    s.apply(&JobSpec::new("contacts", "contacts"));
+
+    let j = eventually("the job held back, or started", MINUTE, || async {
+        let j = job(s.name(), "contacts")?;
+        let held = j["status"]["phase"] == "Pending"
+            && condition(&j, "Ready").is_some_and(|c| {
+                c["status"] == "False"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.to_lowercase().contains("unique"))
+            });
+        let started = matches!(
+            j["status"]["phase"].as_str(),
+            Some("Planning" | "Running" | "Succeeded" | "CompletedWithErrors" | "Failed")
+        );
+        (held || started).then_some(j)
+    })
+    .await;
+    if j["status"]["phase"] != "Pending" {
+        let end = eventually("the job to end", MINUTE * 3, || async {
+            let j = job(s.name(), "contacts")?;
+            matches!(
+                j["status"]["phase"].as_str(),
+                Some("Succeeded" | "CompletedWithErrors" | "Failed")
+            )
+            .then_some(j)
+        })
+        .await;
+        panic!(
+            "an upsert job whose target has no unique key on `id` was not held back: it ended {} \
+             and the target holds {} (rows, distinct ids, stale rows; the source has {ROWS} rows); \
+             status: {}",
+            end["status"]["phase"],
+            pg.psql("target", TARGET_ROWS),
+            end["status"]
+        );
+    }
+    assert_eq!(pg.psql("target", TARGET_ROWS), "100,100,100");
+    assert!(running_processes(s.name()).is_empty());
+
+    // With the key, the job runs and updates the stale rows in place.
+    pg.psql("target", "ALTER TABLE contacts ADD PRIMARY KEY (id)");
+    nudge(s.name(), "contacts", 1);
+    let done = wait_finished(s.name(), "contacts", "Succeeded", MINUTE * 3).await;
+    assert_counts(&done, ROWS, 0);
+    assert_eq!(pg.psql("target", TARGET_ROWS), format!("{ROWS},{ROWS},0"));
     assert_eq!(
         checksum(&pg, "target", "contacts", "id"),
         checksum(&pg, "source", "contacts", "id")
