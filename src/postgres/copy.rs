@@ -347,7 +347,7 @@ async fn stream_into_target(
     while let Some(chunk) = out.next().await {
         let chunk = chunk.map_err(|e| PgError::from_driver("read source range", &e))?;
         if refused.is_none()
-            && let Err(e) = sink.send(chunk.clone()).await
+            && let Err(e) = sink.feed(chunk.clone()).await
         {
             refused = Some(PgError::from_driver("copy into the target", &e));
         }
@@ -375,7 +375,7 @@ async fn copy_in(tx: &Transaction<'_>, sql: &str, chunks: &[Bytes]) -> Result<u6
         .map_err(|e| PgError::from_driver("start copy into the target", &e))?;
     pin_mut!(sink);
     for chunk in chunks {
-        sink.send(chunk.clone())
+        sink.feed(chunk.clone())
             .await
             .map_err(|e| PgError::from_driver("copy into the target", &e))?;
     }
