@@ -658,3 +658,19 @@ pub async fn wait_no_workers(ns: &str, name: &str, timeout: Duration) {
     )
     .await;
 }
+
+/// Makes every statement that writes into `table` of `database` take at
+/// least `seconds` (a statement-level trigger that sleeps; rows are
+/// unchanged). Each batch then takes at least that long whatever the
+/// machine, so a scenario can act while a job is running.
+pub fn slow_down_writes(pg: &TempPostgres, database: &str, table: &str, seconds: f64) {
+    pg.psql(
+        database,
+        &format!(
+            "CREATE OR REPLACE FUNCTION freight_e2e_slow() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_sleep(TG_ARGV[0]::float8); RETURN NULL; END $$;
+             CREATE TRIGGER freight_e2e_slow BEFORE INSERT ON {table}
+               FOR EACH STATEMENT EXECUTE FUNCTION freight_e2e_slow('{seconds}')"
+        ),
+    );
+}

@@ -17,8 +17,8 @@ use std::{
 use freight_e2e::{
     CONTACTS_TABLE, Operator, OperatorOptions, TempPostgres, TestNamespace, checksum, condition,
     create_db_secrets, create_url_secret, eventually, free_port, get_json, insert_contacts, job,
-    kubectl_ok, kubectl_stdin, lease_holder, patch_job_ok, running_processes, wait_no_workers,
-    wait_phase, worker_deployments,
+    kubectl_ok, kubectl_stdin, lease_holder, patch_job_ok, running_processes, slow_down_writes,
+    wait_no_workers, wait_phase, worker_deployments,
 };
 use nix::{
     sys::signal::{Signal, kill},
@@ -28,9 +28,14 @@ use serde_json::Value;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// Rows of the tables of the scenarios that act mid-run: enough for the run
-/// to last well beyond the moment they act, on a small machine too.
+/// Rows of the tables of the scenarios that act mid-run. Their target
+/// tables also take at least [`MID_RUN_SLOW`] seconds per write (see
+/// `slow_down_writes`): with 300 batches of 1000 rows and four in flight,
+/// a run lasts 7.5 s or more however fast the machine, long enough to act
+/// while it runs.
 const MID_RUN_ROWS: u64 = 300_000;
+/// Least seconds per write into the target of a mid-run scenario.
+const MID_RUN_SLOW: f64 = 0.1;
 
 /// A namespace with the chart installed, and the operator's kubeconfig.
 struct Scenario {
@@ -485,6 +490,7 @@ async fn operator_killed_twice_mid_run_loses_and_duplicates_nothing() {
         MID_RUN_ROWS,
         &CONTACTS_TABLE.replace("id bigint PRIMARY KEY", "id bigint NOT NULL"),
     );
+    slow_down_writes(&pg, "target", "contacts", MID_RUN_SLOW);
     let opts = |identity| OperatorOptions {
         lease_seconds: LEADER_LEASE,
         ..s.opts(identity)
@@ -549,6 +555,9 @@ async fn worker_killed_mid_batch_its_batch_is_leased_again() {
     let s = Scenario::new("wkill");
     let pg = TempPostgres::start();
     seed_contacts(s.name(), &pg, &pg, MID_RUN_ROWS, CONTACTS_TABLE);
+    // Each batch takes half a second or more: a worker is nearly always
+    // inside one.
+    slow_down_writes(&pg, "target", "contacts", 0.5);
     let op = Operator::start(&OperatorOptions {
         batch_lease_seconds: Some(BATCH_LEASE),
         ..s.opts("wkill")
@@ -568,11 +577,12 @@ async fn worker_killed_mid_batch_its_batch_is_leased_again() {
             tokio::time::sleep(Duration::from_millis(250)).await;
             continue;
         };
+        // A worker leases as `<pod>`, or `<pod>/<lane>` with several batches at once.
         let held = pg.psql(
             "target",
             &format!(
                 "SELECT batch_id || ',' || lease_id FROM freight.batches
-                  WHERE job_uid = '{uid}' AND state = 'leased' AND lease_owner = '{}'
+                  WHERE job_uid = '{uid}' AND state = 'leased' AND split_part(lease_owner, '/', 1) = '{}'
                   ORDER BY batch_id LIMIT 1",
                 proc_.pod
             ),
@@ -599,7 +609,19 @@ async fn worker_killed_mid_batch_its_batch_is_leased_again() {
         eprintln!("batch {batch} finished before the kill landed; trying again");
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let (victim, batch, lease) = killed.expect("a worker killed while holding a batch");
+    let (victim, batch, lease) = killed.unwrap_or_else(|| {
+        panic!(
+            "no worker could be killed while holding a batch; workers {:?}, leases held {:?}",
+            running_processes(s.name()),
+            pg.psql(
+                "target",
+                &format!(
+                    "SELECT string_agg(lease_owner, ' ') FROM freight.batches
+                      WHERE job_uid = '{uid}' AND state = 'leased'"
+                )
+            )
+        )
+    });
     let killed_at = Instant::now();
     eprintln!(
         "killed worker {} (pid {}) holding batch {batch}",
@@ -650,6 +672,7 @@ async fn target_restart_mid_run_pauses_and_completes_exactly() {
     let src = TempPostgres::start();
     let mut dst = TempPostgres::start();
     seed_contacts(s.name(), &src, &dst, MID_RUN_ROWS, CONTACTS_TABLE);
+    slow_down_writes(&dst, "target", "contacts", MID_RUN_SLOW);
     let op = Operator::start(&OperatorOptions {
         batch_lease_seconds: Some(10),
         ..s.opts("pgrestart")
@@ -704,6 +727,7 @@ async fn suspend_mid_run_stops_everything_and_resume_completes() {
     let s = Scenario::new("suspend");
     let pg = TempPostgres::start();
     seed_contacts(s.name(), &pg, &pg, MID_RUN_ROWS, CONTACTS_TABLE);
+    slow_down_writes(&pg, "target", "contacts", MID_RUN_SLOW);
     let op = s.operator("suspend").await;
     let uid = s.apply(&JobSpec::new("contacts", "contacts"));
     wait_progress(&pg, &uid, 5, 50).await;

@@ -12,15 +12,20 @@ use std::{path::Path, time::Duration};
 use freight_e2e::{
     Operator, OperatorOptions, TempPostgres, TestNamespace, audit_writes, condition,
     create_url_secret, eventually, get_json, job, kubectl, kubectl_ok, kubectl_stdin, lease_holder,
-    patch_job, repo_root, running_processes, seed_example, state_dir, wait_no_workers,
+    patch_job, repo_root, running_processes, seed_example, slow_down_writes, state_dir,
+    wait_no_workers,
 };
 use serde_json::Value;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Rows of a source table that keeps a job `Running` for as long as a
-/// scenario looks at it (the scenario suspends or deletes the job first).
-const LONG_TABLE: u64 = 1_000_000;
+/// scenario looks at it (the scenario suspends or deletes the job first),
+/// with target writes slowed down to [`SLOW_BATCH`] seconds per statement:
+/// 200 batches of 1000 rows take at least 50 s with two workers.
+const LONG_TABLE: u64 = 200_000;
+/// Least seconds per write into a slowed-down target table.
+const SLOW_BATCH: f64 = 1.0;
 
 fn operator_opts<'a>(
     ns: &'a TestNamespace,
@@ -48,8 +53,22 @@ fn apply_example(ns: &str) {
 /// The example on a real PostgreSQL: `contacts` with `rows` rows, the
 /// Secrets pointing at it, and the example's job, edited by `edit`.
 fn run_example(ns: &str, rows: u64, edit: impl FnOnce(String) -> String) -> TempPostgres {
+    run_example_slowed(ns, rows, None, edit)
+}
+
+/// [`run_example`], with each write into the target taking at least `slow`
+/// seconds.
+fn run_example_slowed(
+    ns: &str,
+    rows: u64,
+    slow: Option<f64>,
+    edit: impl FnOnce(String) -> String,
+) -> TempPostgres {
     let pg = TempPostgres::start();
     seed_example(ns, &pg, rows);
+    if let Some(seconds) = slow {
+        slow_down_writes(&pg, "target", "contacts", seconds);
+    }
     freight_e2e::apply_example_job(ns, edit);
     pg
 }
@@ -142,7 +161,8 @@ fn sql_ident(s: &str) -> String {
 /// referenced Secret points at a database of `pg` (the source's at `source`,
 /// a distinct target Secret at `target`), each source table gets `rows` rows
 /// (key and a text column) and each target table the same columns, empty,
-/// with the key unique (for upserts).
+/// with the key unique (for upserts) and writes slowed down to
+/// [`SLOW_BATCH`] seconds per statement.
 fn provision_jobs(ns: &str, pg: &TempPostgres, manifest: &str, rows: u64) {
     for doc in manifest.split("\n---") {
         let Ok(v) = serde_yaml::from_str::<Value>(doc) else {
@@ -188,6 +208,9 @@ fn provision_jobs(ns: &str, pg: &TempPostgres, manifest: &str, rows: u64) {
                 ),
             );
         }
+        let schema = sql_ident(dst["schema"].as_str().unwrap_or("public"));
+        let table = sql_ident(dst["table"].as_str().expect("table"));
+        slow_down_writes(pg, dst_db, &format!("{schema}.{table}"), SLOW_BATCH);
         let schema = sql_ident(src["schema"].as_str().unwrap_or("public"));
         let table = sql_ident(src["table"].as_str().expect("table"));
         pg.psql(
@@ -403,6 +426,7 @@ async fn missing_secret_is_reported_and_the_job_recovers() {
     let (ns, op) = namespace_with_operator("secret").await;
     let pg = TempPostgres::start();
     seed_example(&ns.name, &pg, LONG_TABLE);
+    slow_down_writes(&pg, "target", "contacts", SLOW_BATCH);
     // Only the source's Secret exists at first.
     kubectl_ok(&["-n", &ns.name, "delete", "secret", "new-db"]);
     freight_e2e::apply_example_job(&ns.name, |j| j);
@@ -570,7 +594,8 @@ async fn chart_rbac_is_enough_and_not_more() {
     };
     let op = Operator::start(&opts).await;
     // The whole life of a job: planning, copying, suspend, resume, finish.
-    let pg = run_example(&ns.name, 200_000, |j| j);
+    // 40 batches of at least half a second each: Running for 10 s or more.
+    let pg = run_example_slowed(&ns.name, 40_000, Some(0.5), |j| j);
     wait_running_ready(&ns.name, "contacts").await;
     patch_job_ok(&ns.name, r#"{"spec":{"suspend":true}}"#);
     wait_phase(&ns.name, "contacts", "Suspended").await;
@@ -578,7 +603,7 @@ async fn chart_rbac_is_enough_and_not_more() {
     patch_job_ok(&ns.name, r#"{"spec":{"suspend":false}}"#);
     let done = freight_e2e::wait_phase(&ns.name, "contacts", "Succeeded", MINUTE * 5).await;
     assert_eq!(
-        done["status"]["processedRecords"], 200_000,
+        done["status"]["processedRecords"], 40_000,
         "{}",
         done["status"]
     );
@@ -636,7 +661,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         (b, a)
     };
 
-    let _pg = run_example(&ns.name, LONG_TABLE, |j| j);
+    let _pg = run_example_slowed(&ns.name, LONG_TABLE, Some(SLOW_BATCH), |j| j);
     wait_running_ready(&ns.name, "contacts").await;
     assert!(leader.writes() > 0.0, "the leader wrote nothing");
     assert_eq!(standby.writes(), 0.0, "the standby wrote");
@@ -678,7 +703,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
 #[tokio::test]
 async fn worker_pods_run_as_processes_and_suspend_stops_them() {
     let (ns, op) = namespace_with_operator("workers").await;
-    let _pg = run_example(&ns.name, LONG_TABLE, |job| {
+    let _pg = run_example_slowed(&ns.name, LONG_TABLE, Some(SLOW_BATCH), |job| {
         let job = job.replace("    min: 1\n", "    min: 2\n");
         assert!(job.contains("min: 2"));
         job
