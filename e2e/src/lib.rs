@@ -477,14 +477,24 @@ pub struct RunningProcess {
     pub restarts: u32,
 }
 
-/// The live worker processes of `namespace`, per the pod runner.
+/// The live worker processes of `namespace` whose pods exist, per the pod
+/// runner (not those being stopped because their pod is gone).
 pub fn running_processes(namespace: &str) -> Vec<RunningProcess> {
+    live_processes(namespace)
+        .into_iter()
+        .filter(|p| !p.stopping)
+        .collect()
+}
+
+/// Every live worker process of `namespace`, including those still
+/// stopping (finishing their batch after SIGTERM).
+pub fn live_processes(namespace: &str) -> Vec<RunningProcess> {
     let path = state_dir().join("pods/running.json");
     let text = std::fs::read_to_string(path).unwrap_or_else(|_| "[]".into());
     serde_json::from_str::<Vec<RunningProcess>>(&text)
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| p.namespace == namespace && !p.stopping)
+        .filter(|p| p.namespace == namespace)
         .filter(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), None).is_ok())
         .collect()
 }
@@ -644,7 +654,8 @@ pub fn worker_deployments(ns: &str, name: &str) -> Vec<Value> {
 }
 
 /// Waits until job `name` runs no worker: every worker Deployment has
-/// `replicas: 0` and the pod runner runs no process in `ns`.
+/// `replicas: 0` and no process of `ns` is left, not even one finishing its
+/// last batch.
 pub async fn wait_no_workers(ns: &str, name: &str, timeout: Duration) {
     eventually(
         &format!("{name}: worker Deployments at 0 replicas and no worker process"),
@@ -653,7 +664,7 @@ pub async fn wait_no_workers(ns: &str, name: &str, timeout: Duration) {
             let scaled_down = worker_deployments(ns, name)
                 .iter()
                 .all(|d| d["spec"]["replicas"] == 0);
-            (scaled_down && running_processes(ns).is_empty()).then_some(())
+            (scaled_down && live_processes(ns).is_empty()).then_some(())
         },
     )
     .await;

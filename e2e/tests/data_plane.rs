@@ -17,8 +17,8 @@ use std::{
 use freight_e2e::{
     CONTACTS_TABLE, Operator, OperatorOptions, TempPostgres, TestNamespace, checksum, condition,
     create_db_secrets, create_url_secret, eventually, free_port, get_json, insert_contacts, job,
-    kubectl_ok, kubectl_stdin, lease_holder, patch_job_ok, running_processes, slow_down_writes,
-    wait_no_workers, wait_phase, worker_deployments,
+    kubectl_ok, kubectl_stdin, lease_holder, live_processes, patch_job_ok, running_processes,
+    slow_down_writes, wait_no_workers, wait_phase, worker_deployments,
 };
 use nix::{
     sys::signal::{Signal, kill},
@@ -750,7 +750,7 @@ async fn suspend_mid_run_stops_everything_and_resume_completes() {
     eprintln!("suspended at {written} records ({total} batches planned)");
     let still = Instant::now();
     while still.elapsed() < Duration::from_secs(12) {
-        let procs = running_processes(s.name());
+        let procs = live_processes(s.name());
         assert!(
             procs.is_empty(),
             "worker processes while suspended: {procs:?}"
@@ -942,7 +942,7 @@ async fn upsert_needs_a_unique_key_and_then_updates_rows_in_place() {
         );
     }
     assert_eq!(pg.psql("target", TARGET_ROWS), "100,100,100");
-    assert!(running_processes(s.name()).is_empty());
+    assert!(live_processes(s.name()).is_empty());
 
     // With the key, the job runs and updates the stale rows in place.
     pg.psql("target", "ALTER TABLE contacts ADD PRIMARY KEY (id)");

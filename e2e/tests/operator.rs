@@ -12,8 +12,8 @@ use std::{path::Path, time::Duration};
 use freight_e2e::{
     Operator, OperatorOptions, TempPostgres, TestNamespace, audit_writes, condition,
     create_url_secret, eventually, get_json, job, kubectl, kubectl_ok, kubectl_stdin, lease_holder,
-    patch_job, repo_root, running_processes, seed_example, slow_down_writes, state_dir,
-    wait_no_workers,
+    live_processes, patch_job, repo_root, running_processes, seed_example, slow_down_writes,
+    state_dir, wait_no_workers,
 };
 use serde_json::Value;
 
@@ -728,7 +728,7 @@ async fn worker_pods_run_as_processes_and_suspend_stops_them() {
     patch_job_ok(&ns.name, r#"{"spec":{"suspend":true}}"#);
     wait_phase(&ns.name, "contacts", "Suspended").await;
     eventually("no worker process while suspended", MINUTE, || async {
-        running_processes(&ns.name).is_empty().then_some(())
+        live_processes(&ns.name).is_empty().then_some(())
     })
     .await;
     // Each worker was stopped with SIGTERM and shut down cleanly.
