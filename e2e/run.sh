@@ -62,4 +62,5 @@ FREIGHT_E2E_POD_SELECTOR="app.kubernetes.io/part-of=freight,app.kubernetes.io/co
 runner_pid=$!
 
 step "running the end-to-end tests"
-cargo test -p freight-e2e --tests -- --test-threads=1 "$@"
+# --no-fail-fast: a failing scenario file does not keep the others from running.
+cargo test --no-fail-fast -p freight-e2e --tests -- --test-threads=1 "$@"
