@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# make bench: Freight through the operator vs a raw binary COPY pipe, same machine,
+# same PostgreSQL server (default settings), same 1M-row contacts table.
+#
+# For each of FREIGHT_BENCH_RUNS (3) runs, into a fresh empty target table with the
+# same schema (primary key included):
+#   (a) freight: `kubectl apply` a MigrationJob with default settings (the spec has only
+#       source and target) and time until its phase is Succeeded; the phase changes are
+#       timestamped as they arrive on a watch. Then check count and checksum.
+#   (b) pipe:    psql -c "COPY contacts TO STDOUT (FORMAT binary)" legacy
+#                | psql -c "COPY contacts FROM STDIN (FORMAT binary)" crm
+# Prints every run, the median of each and the ratio median(freight) / median(pipe),
+# ending with `bench: freight <n> rows/s, pipe <m> rows/s, ratio <r>`.
+#
+# Env: FREIGHT_BENCH_ROWS (1000000), FREIGHT_BENCH_RUNS (3), FREIGHT_BENCH_TIMEOUT per
+#      job (900 s), FREIGHT_BENCH_PROFILE (release | debug build of freight),
+#      FREIGHT_BENCH_PG_PORT (55433), FREIGHT_BENCH_LOGS (/tmp/freight-bench-logs),
+#      FREIGHT_E2E_STATE, FREIGHT_*_PORT (another control plane, see e2e/cluster/env.sh).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=e2e/cluster/env.sh disable=SC1091
+source e2e/cluster/env.sh
+# shellcheck source=e2e/lib/pg.sh
+source e2e/lib/pg.sh
+# shellcheck source=e2e/lib/freight.sh
+source e2e/lib/freight.sh
+
+NS=freight-bench
+JOB=contacts
+ROWS=${FREIGHT_BENCH_ROWS:-1000000}
+RUNS=${FREIGHT_BENCH_RUNS:-3}
+TIMEOUT=${FREIGHT_BENCH_TIMEOUT:-900}
+PROFILE=${FREIGHT_BENCH_PROFILE:-release}
+PG_PORT=${FREIGHT_BENCH_PG_PORT:-55433}
+LOGS=${FREIGHT_BENCH_LOGS:-/tmp/freight-bench-logs}
+RESULTS=$LOGS/results.txt
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() {
+  printf 'bench: %s\n' "$*" >&2
+  exit 1
+}
+# sub A B: B - A (seconds, 3 decimals). rate SECONDS: rows/s.
+sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+rate() { awk -v r="$ROWS" -v s="$1" 'BEGIN { printf "%.0f", r / s }'; }
+# median N...: the median of the numbers.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.0f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+out() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
+
+mkdir -p "$LOGS"
+: >"$RESULTS"
+PG_DIR=""
+WATCH_PID=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [[ -n "$WATCH_PID" ]] && kill "$WATCH_PID" 2>/dev/null
+  if ((rc != 0)); then
+    printf '\nbench: FAILED (exit %s). Logs: %s\n' "$rc" "$LOGS" >&2
+    [[ -f "$LOGS/operator.log" ]] && { echo "--- last operator log lines" >&2; tail -n 15 "$LOGS/operator.log" >&2; }
+  fi
+  [[ -d "$FREIGHT_E2E_STATE/pods" ]] && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/" 2>/dev/null
+  step "cleaning up"
+  freight_stop
+  pg_stop "$PG_DIR"
+  freight_cluster_down
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step "checking tools and packages"
+bash e2e/cluster/build.sh 2>"$LOGS/build-tools.log" || {
+  tail -n 20 "$LOGS/build-tools.log" >&2
+  die "building the control plane failed"
+}
+pg_ensure_packages
+
+step "control plane"
+freight_cluster_up "$LOGS"
+
+step "PostgreSQL on 127.0.0.1:$PG_PORT (default server settings)"
+PG_DIR=$(mktemp -d /tmp/freight-pg.XXXXXX)
+pg_start "$PG_DIR" "$PG_PORT"
+pg_sql postgres "CREATE DATABASE legacy" >/dev/null
+pg_sql postgres "CREATE DATABASE crm" >/dev/null
+t=$EPOCHREALTIME
+pg_seed_contacts legacy "$ROWS"
+SOURCE_SUM=$(pg_checksum legacy)
+printf 'seeded legacy.public.contacts with %s rows in %ss\n' "$ROWS" "$(sub "$t" "$EPOCHREALTIME")" >&2
+
+step "building freight and the pod runner ($PROFILE)"
+flags=()
+[[ "$PROFILE" == release ]] && flags=(--release)
+cargo build -q "${flags[@]}" --bin freight -p freight --bin pod-runner -p freight-e2e
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE
+
+step "installing the CRD, namespace $NS, operator and pod runner"
+freight_install_crd
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+RUST_LOG=${RUST_LOG:-info} freight_start "$LOGS" "$BIN" "$NS"
+freight_delete_job "$NS" "$JOB"
+kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata: { name: legacy-db }
+stringData: { url: "$(pg_url legacy)" }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: new-db }
+stringData: { url: "$(pg_url crm)" }
+EOF
+
+# A fresh, empty target table (same schema, primary key) and no ledger; a checkpoint
+# so that no run pays for the previous one's dirty pages.
+fresh_target() {
+  pg_sql crm "DROP SCHEMA IF EXISTS freight CASCADE" >/dev/null
+  pg_create_contacts crm
+  pg_sql postgres "CHECKPOINT" >/dev/null
+}
+
+# freight_run N: sets RUN_TOTAL (apply → Succeeded), RUN_RUNNING (first Running →
+# Succeeded) and RUN_PLANNING (first Planning → first Running), in seconds.
+freight_run() {
+  local n=$1 wlog=$LOGS/watch-$1.log fifo=$LOGS/watch.fifo t_apply line ts ph
+  freight_delete_job "$NS" "$JOB"
+  fresh_target
+  # Phase changes, timestamped on arrival (a watch: no polling load on the machine).
+  rm -f "$fifo"
+  mkfifo "$fifo"
+  kubectl -n "$NS" get mj --field-selector "metadata.name=$JOB" -w \
+    -o jsonpath='{.status.phase}{" "}{.status.processedRecords}{"\n"}' >"$fifo" 2>/dev/null &
+  WATCH_PID=$!
+  while read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done <"$fifo" >"$wlog" &
+  sleep 1 # let the watch establish before the job exists
+  t_apply=$EPOCHREALTIME
+  kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: freight.dev/v1alpha1
+kind: MigrationJob
+metadata: { name: $JOB }
+spec:
+  source:
+    postgres: { connectionSecretRef: { name: legacy-db, key: url }, table: contacts, keyColumn: id }
+  target:
+    postgres: { connectionSecretRef: { name: new-db, key: url }, table: contacts }
+EOF
+  local deadline=$((SECONDS + TIMEOUT)) end=""
+  until end=$(awk '$2 ~ /^(Succeeded|CompletedWithErrors|Failed)$/ { print; exit }' "$wlog") && [[ -n "$end" ]]; do
+    ((SECONDS < deadline)) || die "run $n: job not finished after ${TIMEOUT}s: $(tail -n 1 "$wlog")"
+    kill -0 "$FREIGHT_OPERATOR_PID" 2>/dev/null || die "the operator exited (see $LOGS/operator.log)"
+    sleep 0.5
+  done
+  kill "$WATCH_PID" 2>/dev/null
+  wait "$WATCH_PID" 2>/dev/null || true
+  WATCH_PID=""
+  rm -f "$fifo"
+  read -r ts ph _ <<<"$end"
+  [[ "$ph" == Succeeded ]] || die "run $n: the job ended in phase $ph (status: $(kubectl -n "$NS" get mj "$JOB" -o jsonpath='{.status}'))"
+  local t_plan t_run
+  t_plan=$(awk '$2 == "Planning" { print $1; exit }' "$wlog")
+  t_run=$(awk '$2 == "Running" { print $1; exit }' "$wlog")
+  local sum
+  sum=$(pg_checksum crm)
+  [[ "${sum%% *}" == "$ROWS" ]] || die "run $n: target has ${sum%% *} rows, expected $ROWS"
+  [[ "$sum" == "$SOURCE_SUM" ]] || die "run $n: target checksum ${sum#* } differs from the source's ${SOURCE_SUM#* }"
+  RUN_TOTAL=$(sub "$t_apply" "$ts")
+  RUN_RUNNING=- RUN_PLANNING=-
+  [[ -z "$t_run" ]] || RUN_RUNNING=$(sub "$t_run" "$ts")
+  [[ -z "$t_plan" || -z "$t_run" ]] || RUN_PLANNING=$(sub "$t_plan" "$t_run")
+}
+
+# pipe_run N: sets PIPE_SECS.
+pipe_run() {
+  local t0 n
+  fresh_target
+  t0=$EPOCHREALTIME
+  psql -X -q -d "$(pg_url legacy)" -c "COPY contacts TO STDOUT (FORMAT binary)" |
+    psql -X -q -d "$(pg_url crm)" -c "COPY contacts FROM STDIN (FORMAT binary)"
+  PIPE_SECS=$(sub "$t0" "$EPOCHREALTIME")
+  n=$(pg_sql crm "SELECT count(*) FROM contacts")
+  [[ "$n" == "$ROWS" ]] || die "pipe run $1: target has $n rows, expected $ROWS"
+}
+
+step "$RUNS runs of $ROWS rows: (a) MigrationJob with default settings, (b) raw binary COPY pipe"
+out "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); freight $PROFILE build; $(kubectl version -o json 2>/dev/null | jq -r '.serverVersion.gitVersion') control plane"
+out "postgres: $(pg_settings)"
+fr=() pr=()
+for i in $(seq 1 "$RUNS"); do
+  freight_run "$i"
+  pipe_run "$i"
+  fr+=("$(rate "$RUN_TOTAL")")
+  pr+=("$(rate "$PIPE_SECS")")
+  out "run $i: freight ${RUN_TOTAL}s = ${fr[-1]} rows/s (Planning→Running ${RUN_PLANNING}s, Running→Succeeded ${RUN_RUNNING}s) | pipe ${PIPE_SECS}s = ${pr[-1]} rows/s"
+done
+mf=$(median "${fr[@]}")
+mp=$(median "${pr[@]}")
+ratio=$(awk -v a="$mf" -v b="$mp" 'BEGIN { printf "%.2f", a / b }')
+out "median of $RUNS: freight $mf rows/s (runs: ${fr[*]}), pipe $mp rows/s (runs: ${pr[*]})"
+out "bench: freight $mf rows/s, pipe $mp rows/s, ratio $ratio"
