@@ -24,6 +24,7 @@ source e2e/cluster/env.sh
 source e2e/lib/pg.sh
 # shellcheck source=e2e/lib/freight.sh
 source e2e/lib/freight.sh
+exec 2>&1 # one stream: step lines and command output stay in order when captured
 
 NS=freight-bench
 JOB=contacts
@@ -57,7 +58,7 @@ cleanup() {
   [[ -n "$WATCH_PID" ]] && kill "$WATCH_PID" 2>/dev/null
   if ((rc != 0)); then
     printf '\nbench: FAILED (exit %s). Logs: %s\n' "$rc" "$LOGS" >&2
-    [[ -f "$LOGS/operator.log" ]] && { echo "--- last operator log lines" >&2; tail -n 15 "$LOGS/operator.log" >&2; }
+    [[ -f "$LOGS/operator.log" ]] && { echo "--- last operator log lines" >&2; tail -n 15 "$LOGS/operator.log" | sed 's/\x1b\[[0-9;]*m//g' >&2; }
   fi
   [[ -d "$FREIGHT_E2E_STATE/pods" ]] && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/" 2>/dev/null
   step "cleaning up"

@@ -23,6 +23,7 @@ source e2e/cluster/env.sh
 source e2e/lib/pg.sh
 # shellcheck source=e2e/lib/freight.sh
 source e2e/lib/freight.sh
+exec 2>&1 # one stream: step lines and command output stay in order when captured
 
 NS=crm
 JOB=contacts
@@ -68,7 +69,7 @@ cleanup() {
   trap - EXIT INT TERM
   if ((rc != 0)); then
     printf '\ndemo: FAILED (exit %s). Logs: %s\n' "$rc" "$LOGS" >&2
-    [[ -f "$LOGS/operator.log" ]] && { echo "--- last operator log lines" >&2; tail -n 15 "$LOGS/operator.log" >&2; }
+    [[ -f "$LOGS/operator.log" ]] && { echo "--- last operator log lines" >&2; tail -n 15 "$LOGS/operator.log" | sed 's/\x1b\[[0-9;]*m//g' >&2; }
   fi
   # Worker logs live in the cluster state dir; keep a copy next to the other logs.
   [[ -d "$FREIGHT_E2E_STATE/pods" ]] && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/" 2>/dev/null
