@@ -60,7 +60,7 @@ cleanup() {
     printf '\nbench: FAILED (exit %s). Logs: %s\n' "$rc" "$LOGS" >&2
     [[ -f "$LOGS/operator.log" ]] && { echo "--- last operator log lines" >&2; tail -n 15 "$LOGS/operator.log" | sed 's/\x1b\[[0-9;]*m//g' >&2; }
   fi
-  [[ -d "$FREIGHT_E2E_STATE/pods" ]] && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/" 2>/dev/null
+  if [[ -d "$FREIGHT_E2E_STATE/pods" ]]; then rm -rf "$LOGS/pods" && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/"; fi
   step "cleaning up"
   freight_stop
   pg_stop "$PG_DIR"

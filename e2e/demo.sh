@@ -51,10 +51,10 @@ if [[ "${1:-}" == down ]]; then
   export FREIGHT_E2E_STATE
   # shellcheck source=e2e/cluster/env.sh disable=SC1091
   source e2e/cluster/env.sh
-  for p in "$FREIGHT_RUNNER_PID" "$FREIGHT_OPERATOR_PID"; do
-    # Only our processes: the pid must still be the binary we started.
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qE 'freight operator|pod-runner' || continue
-    freight_stop_pid "$p" "pid $p"
+  # Only our processes: each pid must still be the binary we started.
+  for p in "pod-runner:$FREIGHT_RUNNER_PID" "freight operator:$FREIGHT_OPERATOR_PID"; do
+    tr '\0' ' ' <"/proc/${p##*:}/cmdline" 2>/dev/null | grep -qF "${p%:*}" || continue
+    freight_stop_pid "${p##*:}" "${p%:*}"
   done
   pg_stop "$PG_DIR"
   freight_cluster_down
@@ -72,7 +72,7 @@ cleanup() {
     [[ -f "$LOGS/operator.log" ]] && { echo "--- last operator log lines" >&2; tail -n 15 "$LOGS/operator.log" | sed 's/\x1b\[[0-9;]*m//g' >&2; }
   fi
   # Worker logs live in the cluster state dir; keep a copy next to the other logs.
-  [[ -d "$FREIGHT_E2E_STATE/pods" ]] && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/" 2>/dev/null
+  if [[ -d "$FREIGHT_E2E_STATE/pods" ]]; then rm -rf "$LOGS/pods" && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/"; fi
   # Keep on request, but never after Ctrl-C / SIGTERM, nor when we started nothing.
   if [[ "$KEEP" == 1 && -n "$PG_DIR" ]] && ((rc != 130 && rc != 143)); then
     cat >"$STATE_FILE" <<EOF

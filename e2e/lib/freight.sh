@@ -61,7 +61,7 @@ freight_start() {
     FREIGHT_WORKER_IMAGE=freight:local \
     FREIGHT_LOG_FORMAT=${FREIGHT_LOG_FORMAT:-text} \
     RUST_LOG=${RUST_LOG:-info} \
-    "$bin/freight" operator </dev/null >>"$dir/operator.log" 2>&1 &
+    "$bin/freight" operator </dev/null >"$dir/operator.log" 2>&1 &
   FREIGHT_OPERATOR_PID=$!
   FREIGHT_OPERATOR_METRICS_PORT=$metrics
   if ! freight_wait_http "$metrics" /readyz 60; then
@@ -74,7 +74,7 @@ freight_start() {
     FREIGHT_E2E_POD_SELECTOR=$FREIGHT_WORKER_SELECTOR \
     FREIGHT_E2E_STATE=$FREIGHT_E2E_STATE \
     RUST_LOG=info \
-    "$bin/pod-runner" </dev/null >>"$dir/pod-runner.log" 2>&1 &
+    "$bin/pod-runner" </dev/null >"$dir/pod-runner.log" 2>&1 &
   FREIGHT_RUNNER_PID=$!
 }
 
