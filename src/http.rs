@@ -94,3 +94,16 @@ pub async fn serve(
         .await
         .map_err(HttpError::Serve)
 }
+
+/// Serves `app` on `addr` until the process ends.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: axum::Router,
+    what: &'static str,
+) -> Result<(), HttpError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    tracing::info!(%addr, "serving {what}");
+    axum::serve(listener, app).await.map_err(HttpError::Serve)
+}

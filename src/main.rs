@@ -1,9 +1,10 @@
 //! The `freight` command: `freight operator`, `freight crd`.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use freight::{
+    controller::context::DataPlaneSettings,
     operator::{self, OperatorConfig},
     telemetry::{self, LogFormat},
     worker,
@@ -20,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: reconcile MigrationJobs into worker fleets.
-    Operator(OperatorArgs),
+    Operator(Box<OperatorArgs>),
     /// Run a worker (the process in each worker pod).
     Worker(WorkerArgs),
     /// Print the MigrationJob CustomResourceDefinition (YAML).
@@ -65,6 +66,20 @@ struct OperatorArgs {
     /// Seconds the lease stays valid without renewal; a standby takes over after it.
     #[arg(long, env = "FREIGHT_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Listen address of the batch coordinator (workers lease batches from it).
+    #[arg(long, env = "FREIGHT_COORDINATOR_ADDR", default_value = "0.0.0.0:8081")]
+    coordinator_addr: SocketAddr,
+    /// URL workers use to reach the coordinator (default:
+    /// http://freight-coordinator.<namespace>.svc:<port>).
+    #[arg(long, env = "FREIGHT_COORDINATOR_URL")]
+    coordinator_url: Option<String>,
+    /// Seconds a worker holds a batch; a worker that dies or stalls loses it
+    /// after this long and the batch goes to another worker.
+    #[arg(long, env = "FREIGHT_BATCH_LEASE_SECONDS", default_value_t = 30)]
+    batch_lease_seconds: u64,
+    /// Least seconds between two status writes of a job that only move its counters.
+    #[arg(long, env = "FREIGHT_STATUS_INTERVAL_SECONDS", default_value_t = 5)]
+    status_interval_seconds: u64,
     /// This replica's identity (default: the pod name, else the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -104,7 +119,20 @@ async fn main() -> ExitCode {
         Command::Operator(args) => {
             telemetry::init(args.log_format);
             let identity = args.identity.unwrap_or_else(default_identity);
+            let coordinator_url = args.coordinator_url.unwrap_or_else(|| {
+                format!(
+                    "http://freight-coordinator.{}.svc:{}",
+                    args.lease_namespace,
+                    args.coordinator_addr.port()
+                )
+            });
             let cfg = OperatorConfig {
+                coordinator_addr: args.coordinator_addr,
+                coordinator_url,
+                data_plane: DataPlaneSettings {
+                    batch_lease_seconds: args.batch_lease_seconds.max(2) as f64,
+                    status_interval: Duration::from_secs(args.status_interval_seconds.max(1)),
+                },
                 namespace: args.namespace.filter(|n| !n.is_empty()),
                 metrics_addr: args.metrics_addr,
                 worker_image: args.worker_image,

@@ -20,10 +20,12 @@ use crate::{
     controller::{
         Context,
         children::ChildSettings,
+        context::DataPlaneSettings,
         labels::FIELD_MANAGER,
         reconcile::{error_policy, reconcile},
         triggers::jobs_for_secret,
     },
+    coordinator::{self, Registry},
     http::{self, HttpError, Readiness},
     leader::LeaderGate,
     metrics::{Metrics, SharedMetrics},
@@ -48,6 +50,12 @@ pub struct OperatorConfig {
     pub identity: String,
     /// Seconds a lease stays valid without renewal.
     pub lease_duration_seconds: u64,
+    /// Address of the batch coordinator workers lease batches from.
+    pub coordinator_addr: SocketAddr,
+    /// URL at which workers reach the coordinator.
+    pub coordinator_url: String,
+    /// Data-plane settings (batch lease length, status write interval).
+    pub data_plane: DataPlaneSettings,
 }
 
 /// Errors that stop the operator process.
@@ -91,15 +99,32 @@ pub async fn run(cfg: OperatorConfig) -> Result<(), OperatorError> {
         Arc::new(move || metrics.encode())
     };
     let server = tokio::spawn(http::serve(cfg.metrics_addr, encoder, readiness));
+    // Every replica serves the coordinator; only the leader's knows jobs
+    // (the others answer 404 and close the connection, so a Service retries
+    // elsewhere). Leases themselves live in each job's ledger.
+    let registry = Registry::default();
+    let coordinator = tokio::spawn(http::serve_router(
+        cfg.coordinator_addr,
+        coordinator::router(registry.clone()),
+        "the batch coordinator",
+    ));
     let shutdown = crate::signals::shutdown_signal();
 
-    let result = if cfg.leader_election {
-        run_elected(client, &cfg, metrics, shutdown).await
-    } else {
-        metrics.set_leader(true);
-        let stop = wait_for(shutdown, true);
-        run_controller(client, &cfg, metrics, LeaderGate::always(), stop).await;
-        Ok(())
+    let result = tokio::select! {
+        result = async {
+            if cfg.leader_election {
+                run_elected(client, &cfg, metrics, &registry, shutdown).await
+            } else {
+                metrics.set_leader(true);
+                let stop = wait_for(shutdown, true);
+                run_controller(client, &cfg, metrics, LeaderGate::always(), &registry, stop).await;
+                Ok(())
+            }
+        } => result,
+        served = coordinator => match served {
+            Ok(Err(e)) => Err(e.into()),
+            _ => Ok(()),
+        },
     };
     server.abort();
     result
@@ -110,6 +135,7 @@ async fn run_elected(
     client: Client,
     cfg: &OperatorConfig,
     metrics: SharedMetrics,
+    registry: &Registry,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), OperatorError> {
     let manager = LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
@@ -139,6 +165,7 @@ async fn run_elected(
             cfg,
             metrics.clone(),
             LeaderGate::following(leader.clone()),
+            registry,
             stop,
         )
         .await;
@@ -178,21 +205,26 @@ async fn run_controller(
     cfg: &OperatorConfig,
     metrics: SharedMetrics,
     leader: LeaderGate,
+    registry: &Registry,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = cfg.namespace.as_deref();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        ChildSettings {
-            default_worker_image: cfg.worker_image.clone(),
-        },
-        metrics,
-        leader,
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(cfg.identity.clone()),
-        },
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            ChildSettings {
+                default_worker_image: cfg.worker_image.clone(),
+                coordinator_url: cfg.coordinator_url.clone(),
+            },
+            metrics,
+            leader,
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(cfg.identity.clone()),
+            },
+        )
+        .with_data_plane(cfg.data_plane.clone(), registry.clone()),
+    );
     let managed =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=freight-operator");
     let controller = Controller::new(
@@ -220,6 +252,8 @@ async fn run_controller(
             }
         })
         .await;
+    // A replica that stopped reconciling no longer knows which jobs may run.
+    registry.clear();
 }
 
 /// Resolves when the watched flag equals `value`.

@@ -13,7 +13,7 @@ const TOKEN: &str = "t0ken";
 fn children_are_owned_labelled_and_named_after_the_job() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
-    let c = desired_children(&job, &owner, &settings(), TOKEN);
+    let c = desired_children(&job, &owner, &settings(), TOKEN, true);
     assert_eq!(c.credential.name_any(), "contacts-worker");
     assert_eq!(c.autoscaler.name_any(), "contacts-worker");
     assert_eq!(
@@ -42,7 +42,7 @@ fn children_are_owned_labelled_and_named_after_the_job() {
 fn deployment_selects_only_its_own_revision_pods() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
-    let c = desired_children(&job, &owner, &settings(), TOKEN);
+    let c = desired_children(&job, &owner, &settings(), TOKEN, true);
     let spec = c.deployment.spec.unwrap();
     let selector = spec.selector.match_labels.unwrap();
     let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
@@ -60,7 +60,7 @@ fn deployment_selects_only_its_own_revision_pods() {
 fn worker_env_references_secrets_and_never_holds_values() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
-    let c = desired_children(&job, &owner, &settings(), TOKEN);
+    let c = desired_children(&job, &owner, &settings(), TOKEN, true);
     let pod = c.deployment.spec.unwrap().template.spec.unwrap();
     let env = pod.containers[0].env.clone().unwrap();
     let by_name = |n: &str| env.iter().find(|e| e.name == n).unwrap().clone();
@@ -89,8 +89,8 @@ fn worker_env_references_secrets_and_never_holds_values() {
 fn same_inputs_same_hash_and_revision() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
-    let a = desired_children(&job, &owner, &settings(), TOKEN);
-    let b = desired_children(&job, &owner, &settings(), TOKEN);
+    let a = desired_children(&job, &owner, &settings(), TOKEN, true);
+    let b = desired_children(&job, &owner, &settings(), TOKEN, true);
     assert_eq!(a, b);
 }
 
@@ -129,11 +129,11 @@ fn image_or_resources_change_the_revision_bounds_do_not() {
 fn autoscaler_bounds_follow_the_spec_and_its_hash_changes() {
     let base = job(true);
     let owner = base.controller_owner_ref(&()).unwrap();
-    let before = desired_children(&base, &owner, &settings(), TOKEN);
+    let before = desired_children(&base, &owner, &settings(), TOKEN, true);
     let mut scaled = base.clone();
     scaled.spec.workers.min = 2;
     scaled.spec.workers.max = 20;
-    let after = desired_children(&scaled, &owner, &settings(), TOKEN);
+    let after = desired_children(&scaled, &owner, &settings(), TOKEN, true);
     let spec = after.autoscaler.spec.as_ref().unwrap();
     assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 20));
     assert_ne!(
@@ -147,14 +147,48 @@ fn autoscaler_bounds_follow_the_spec_and_its_hash_changes() {
 }
 
 #[test]
-fn suspend_pins_replicas_to_zero_otherwise_the_autoscaler_owns_them() {
-    let mut job = job(true);
+fn stopped_workers_are_pinned_to_zero_otherwise_the_autoscaler_owns_them() {
+    let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
-    let running = desired_children(&job, &owner, &settings(), TOKEN);
+    let running = desired_children(&job, &owner, &settings(), TOKEN, true);
     assert_eq!(running.deployment.spec.unwrap().replicas, None);
-    job.spec.suspend = true;
-    let suspended = desired_children(&job, &owner, &settings(), TOKEN);
-    assert_eq!(suspended.deployment.spec.unwrap().replicas, Some(0));
+    let stopped = desired_children(&job, &owner, &settings(), TOKEN, false);
+    assert_eq!(stopped.deployment.spec.unwrap().replicas, Some(0));
+}
+
+#[test]
+fn workers_get_the_coordinator_and_their_tables_but_no_secret_values() {
+    let job = job(true);
+    let owner = job.controller_owner_ref(&()).unwrap();
+    let c = desired_children(&job, &owner, &settings(), TOKEN, true);
+    let pod = c.deployment.spec.unwrap().template.spec.unwrap();
+    let env = pod.containers[0].env.clone().unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} is set"))
+            .clone()
+    };
+    assert_eq!(
+        value("FREIGHT_COORDINATOR_URL").value.as_deref(),
+        Some("http://freight-coordinator.freight-system.svc:8081")
+    );
+    let source: freight::api::PostgresSource =
+        serde_json::from_str(value("FREIGHT_SOURCE_SPEC").value.as_deref().unwrap()).unwrap();
+    assert_eq!(Some(&source), job.spec.source.postgres.as_ref());
+    let target: freight::api::PostgresTarget =
+        serde_json::from_str(value("FREIGHT_TARGET_SPEC").value.as_deref().unwrap()).unwrap();
+    assert_eq!(Some(&target), job.spec.target.postgres.as_ref());
+    // Connection strings come from the Secrets, by reference only.
+    for name in [
+        "FREIGHT_SOURCE_URL",
+        "FREIGHT_TARGET_URL",
+        "FREIGHT_WORKER_TOKEN",
+    ] {
+        let e = value(name);
+        assert!(e.value.is_none(), "{name} has no literal value");
+        assert!(e.value_from.unwrap().secret_key_ref.is_some(), "{name}");
+    }
 }
 
 #[test]
@@ -162,7 +196,7 @@ fn default_image_is_the_operators_own() {
     let mut job = job(true);
     job.spec.workers.image = None;
     let owner = job.controller_owner_ref(&()).unwrap();
-    let c = desired_children(&job, &owner, &settings(), TOKEN);
+    let c = desired_children(&job, &owner, &settings(), TOKEN, true);
     let pod = c.deployment.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.containers[0].image.as_deref(), Some("freight:test"));
 }

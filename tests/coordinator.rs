@@ -12,7 +12,7 @@ use axum::{
 };
 use freight::{
     coordinator::{JobEntry, JobKey, JobState, LeaseResponse, Registry, router},
-    postgres::{TableRef, connect, ledger},
+    postgres::{SharedClient, TableRef, connect, ledger},
 };
 use http_body_util::BodyExt;
 use pg::TempPostgres;
@@ -21,6 +21,10 @@ use tower::ServiceExt;
 const JOB: &str = "1f0e7c1a-0000-4000-8000-000000000001";
 const OTHER: &str = "1f0e7c1a-0000-4000-8000-000000000002";
 const PATH: &str = "/v1/namespaces/crm/migrationjobs/contacts/leases";
+
+fn shared(pg: &TempPostgres) -> Arc<SharedClient> {
+    Arc::new(SharedClient::new(pg.url("target"), ""))
+}
 
 async fn setup() -> (TempPostgres, Registry, Arc<tokio_postgres::Client>) {
     let pg = TempPostgres::start();
@@ -46,20 +50,14 @@ async fn setup() -> (TempPostgres, Registry, Arc<tokio_postgres::Client>) {
     };
     registry.upsert(
         key("contacts"),
-        JobEntry::new(
-            JOB.into(),
-            "token-a",
-            target.clone(),
-            JobState::Serving,
-            30.0,
-        ),
+        JobEntry::new(JOB.into(), "token-a", shared(&pg), JobState::Serving, 30.0),
     );
     registry.upsert(
         key("orders"),
         JobEntry::new(
             OTHER.into(),
             "token-b",
-            target.clone(),
+            shared(&pg),
             JobState::Serving,
             30.0,
         ),
@@ -114,7 +112,7 @@ async fn only_the_jobs_own_credential_leases_its_batches() {
 
 #[tokio::test]
 async fn answers_tell_the_worker_what_to_do_next() {
-    let (_pg, registry, target) = setup().await;
+    let (pg, registry, target) = setup().await;
     for expected in 0..3 {
         let (status, lease) = post(&registry, PATH, Some("token-a")).await;
         assert_eq!(status, StatusCode::OK);
@@ -135,13 +133,7 @@ async fn answers_tell_the_worker_what_to_do_next() {
     };
     registry.upsert(
         key.clone(),
-        JobEntry::new(
-            JOB.into(),
-            "token-a",
-            target.clone(),
-            JobState::Paused,
-            30.0,
-        ),
+        JobEntry::new(JOB.into(), "token-a", shared(&pg), JobState::Paused, 30.0),
     );
     assert_eq!(
         post(&registry, PATH, Some("token-a")).await.0,
@@ -149,13 +141,7 @@ async fn answers_tell_the_worker_what_to_do_next() {
     );
     registry.upsert(
         key.clone(),
-        JobEntry::new(
-            JOB.into(),
-            "token-a",
-            target.clone(),
-            JobState::Finished,
-            30.0,
-        ),
+        JobEntry::new(JOB.into(), "token-a", shared(&pg), JobState::Finished, 30.0),
     );
     assert_eq!(
         post(&registry, PATH, Some("token-a")).await.0,

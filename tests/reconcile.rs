@@ -1,6 +1,9 @@
-//! Reconcile against a mock API server that asserts each request in order.
+//! Reconcile against a mock API server that asserts each request in order,
+//! and a real PostgreSQL holding the job's tables and ledger.
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::sync::Arc;
 
@@ -8,12 +11,13 @@ use common::{Expect, Reply, context, job, secret, serve, settings};
 use freight::controller::{
     children::desired_children,
     reconcile::reconcile,
-    status::{FleetObservation, Observation, desired_status},
+    status::{FleetObservation, Observation, Progress, desired_status},
 };
 use http::Method;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
+use pg::TempPostgres;
 use serde_json::{Value, json};
 
 const SECRETS: &str = "/api/v1/namespaces/crm/secrets";
@@ -27,17 +31,49 @@ fn list(items: Vec<Value>) -> Reply {
     Reply::Json(json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
 }
 
-/// The reads every reconcile of a configured job makes, in order.
-fn reads(credential: Reply, deployments: Vec<Value>, hpa: Reply) -> Vec<Expect> {
+/// Records in the source table of [`databases`].
+const RECORDS: u64 = 25;
+
+/// A PostgreSQL with the example's tables: 25 contacts in `source`, an empty
+/// `contacts` table in `target`.
+fn databases() -> TempPostgres {
+    let pg = TempPostgres::start();
+    pg.psql(
+        "source",
+        "CREATE TABLE contacts (id bigint PRIMARY KEY, name text);
+         INSERT INTO contacts SELECT g, 'name ' || g FROM generate_series(1, 25) g",
+    );
+    pg.psql(
+        "target",
+        "CREATE TABLE contacts (id bigint PRIMARY KEY, name text)",
+    );
+    pg
+}
+
+/// The two Secret reads of a job whose Secrets point at `pg`.
+fn secret_reads(pg: &TempPostgres) -> Vec<Expect> {
     vec![
         Expect::get(
             format!("{SECRETS}/legacy-db"),
-            Reply::Json(secret("legacy-db", "url", "postgres://legacy")),
+            Reply::Json(secret("legacy-db", "url", &pg.url("source"))),
         ),
         Expect::get(
             format!("{SECRETS}/new-db"),
-            Reply::Json(secret("new-db", "url", "postgres://new")),
+            Reply::Json(secret("new-db", "url", &pg.url("target"))),
         ),
+    ]
+}
+
+/// The reads every reconcile of a configured, planned job makes, in order.
+fn reads(pg: &TempPostgres, credential: Reply, deployments: Vec<Value>, hpa: Reply) -> Vec<Expect> {
+    let mut reads = secret_reads(pg);
+    reads.extend(child_reads(credential, deployments, hpa));
+    reads
+}
+
+/// The reads of the job's children.
+fn child_reads(credential: Reply, deployments: Vec<Value>, hpa: Reply) -> Vec<Expect> {
+    vec![
         Expect::get(format!("{SECRETS}/contacts-worker"), credential),
         Expect::get(
             format!("{DEPLOYMENTS}?&labelSelector=freight.dev%2Fjob%3Dcontacts"),
@@ -82,9 +118,18 @@ async fn first_reconcile_only_adds_the_finalizer() {
 }
 
 #[tokio::test]
-async fn new_job_gets_credential_deployment_autoscaler_and_status() {
+async fn new_job_is_planned_then_gets_credential_deployment_autoscaler_and_status() {
+    let pg = databases();
     let (ctx, handle) = context();
-    let mut expected = reads(Reply::NotFound, vec![], Reply::NotFound);
+    let mut expected = secret_reads(&pg);
+    expected.extend([
+        status_apply().check(|b| {
+            assert_eq!(b["status"]["phase"], "Planning");
+            assert_eq!(condition(&b["status"], "Progressing")["reason"], "Planning");
+        }),
+        Expect::post(EVENTS).check(|b| assert_eq!(b["reason"], "Planning")),
+    ]);
+    expected.extend(child_reads(Reply::NotFound, vec![], Reply::NotFound));
     expected.extend([
         Expect::apply(&format!("{SECRETS}/contacts-worker")).check(|b| {
             assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "MigrationJob");
@@ -111,6 +156,14 @@ async fn new_job_gets_credential_deployment_autoscaler_and_status() {
             let status = &b["status"];
             assert_eq!(status["phase"], "Running");
             assert_eq!(status["observedGeneration"], 1);
+            assert_eq!(status["totalRecords"], RECORDS);
+            assert_eq!(status["processedRecords"], 0);
+            assert_eq!(status["failedRecords"], 0);
+            assert_eq!(status["progress"], "0%");
+            assert_eq!(
+                status["batches"],
+                json!({"total": 1, "pending": 1, "inFlight": 0, "succeeded": 0, "failed": 0})
+            );
             assert_eq!(condition(status, "Progressing")["status"], "True");
             assert_eq!(condition(status, "Complete")["status"], "False");
             assert_eq!(condition(status, "Ready")["reason"], "WorkersNotReady");
@@ -127,7 +180,7 @@ async fn new_job_gets_credential_deployment_autoscaler_and_status() {
     ]);
     let job = job(true);
     let revision = freight::controller::children::worker_revision(&job, &settings());
-    expected[6] = Expect::apply(&format!("{DEPLOYMENTS}/contacts-worker-{revision}")).check(|b| {
+    expected[8] = Expect::apply(&format!("{DEPLOYMENTS}/contacts-worker-{revision}")).check(|b| {
         let pod = &b["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         assert_eq!(
@@ -140,6 +193,10 @@ async fn new_job_gets_credential_deployment_autoscaler_and_status() {
         assert_eq!(c["args"], json!(["worker"]));
         assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert!(
+            !b.to_string().contains("postgres://"),
+            "connection strings are passed by Secret reference only"
+        );
         assert_eq!(c["resources"]["requests"]["cpu"], "250m");
         assert!(
             b["spec"].get("replicas").is_none(),
@@ -154,13 +211,57 @@ async fn new_job_gets_credential_deployment_autoscaler_and_status() {
     let server = serve(handle, expected);
     reconcile(Arc::new(job), ctx.clone()).await.unwrap();
     server.await.unwrap();
+    let planned = pg.psql(
+        "target",
+        "SELECT total_records || '/' || total_batches FROM freight.jobs",
+    );
+    assert_eq!(planned, format!("{RECORDS}/1"), "the plan is in the ledger");
 }
 
-/// A job whose children and status are exactly what the operator wants.
-fn steady_state() -> (freight::api::MigrationJob, Vec<Expect>) {
+/// What the ledger of a planned, untouched job reads as.
+fn planned_progress() -> Progress {
+    Progress {
+        total_records: RECORDS,
+        pending_batches: 1,
+        window_seconds: 10,
+        ..Progress::default()
+    }
+}
+
+/// Plans the job of `job()` in `pg` (as a first reconcile would).
+async fn plan(pg: &TempPostgres) {
+    let source = freight::postgres::connect(&pg.url("source")).await.unwrap();
+    let mut target = freight::postgres::connect(&pg.url("target")).await.unwrap();
+    freight::postgres::ledger::install(&target).await.unwrap();
+    let table = freight::postgres::TableRef {
+        schema: "public".into(),
+        table: "contacts".into(),
+    };
+    let uid = job(true).metadata.uid.unwrap();
+    freight::postgres::ledger::plan(&source, &mut target, &uid, &table, "id", 1000)
+        .await
+        .unwrap();
+}
+
+/// A planned job whose children and status are exactly what the operator wants.
+async fn steady_state() -> (TempPostgres, freight::api::MigrationJob, Vec<Expect>) {
+    let pg = databases();
+    plan(&pg).await;
+    let (job, expected) = steady_state_in(&pg, planned_progress());
+    (pg, job, expected)
+}
+
+fn steady_state_in(
+    pg: &TempPostgres,
+    progress: Progress,
+) -> (freight::api::MigrationJob, Vec<Expect>) {
     let mut job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
-    let children = desired_children(&job, &owner, &settings(), TOKEN);
+    let running = matches!(
+        progress.outcome(0.01),
+        freight::domain::outcome::Outcome::InProgress
+    );
+    let children = desired_children(&job, &owner, &settings(), TOKEN, running);
     let mut deployment = serde_json::to_value(&children.deployment).unwrap();
     deployment["status"] = json!({"replicas": 2, "readyReplicas": 2});
     let fleet = FleetObservation {
@@ -171,8 +272,13 @@ fn steady_state() -> (freight::api::MigrationJob, Vec<Expect>) {
     // `desired` is the Deployment's spec.replicas, which the autoscaler set.
     deployment["spec"]["replicas"] = 1.into();
     let earlier = Time(Timestamp::from_second(1_700_000_000).unwrap());
-    job.status = Some(desired_status(&job, &Observation::Fleet(fleet), earlier));
+    job.status = Some(desired_status(
+        &job,
+        &Observation::Active { fleet, progress },
+        earlier,
+    ));
     let expected = reads(
+        pg,
         Reply::Json(serde_json::to_value(&children.credential).unwrap()),
         vec![deployment],
         Reply::Json(serde_json::to_value(&children.autoscaler).unwrap()),
@@ -183,7 +289,7 @@ fn steady_state() -> (freight::api::MigrationJob, Vec<Expect>) {
 #[tokio::test]
 async fn steady_state_reconcile_sends_no_write() {
     let (ctx, handle) = context();
-    let (job, expected) = steady_state();
+    let (_pg, job, expected) = steady_state().await;
     // Only the five reads: any PATCH, POST or DELETE fails the test as an extra request.
     let server = serve(handle, expected);
     reconcile(Arc::new(job), ctx).await.unwrap();
@@ -193,7 +299,7 @@ async fn steady_state_reconcile_sends_no_write() {
 #[tokio::test]
 async fn changed_worker_status_is_the_only_write() {
     let (ctx, handle) = context();
-    let (job, mut expected) = steady_state();
+    let (_pg, job, mut expected) = steady_state().await;
     // One worker became unready: status changes, children do not.
     let Reply::Json(list) = &mut expected[3].reply_mut() else {
         unreachable!()
@@ -267,7 +373,7 @@ async fn missing_secret_again_writes_nothing() {
 #[tokio::test]
 async fn suspended_job_pins_workers_to_zero() {
     let (ctx, handle) = context();
-    let (mut job, mut expected) = steady_state();
+    let (_pg, mut job, mut expected) = steady_state().await;
     job.spec.suspend = true;
     job.metadata.generation = Some(2);
     let revision = freight::controller::children::worker_revision(&job, &settings());
@@ -289,7 +395,7 @@ async fn suspended_job_pins_workers_to_zero() {
 #[tokio::test]
 async fn someone_elses_deployment_is_not_taken_over() {
     let (ctx, handle) = context();
-    let (job, mut expected) = steady_state();
+    let (_pg, job, mut expected) = steady_state().await;
     let Reply::Json(list) = &mut expected[3].reply_mut() else {
         unreachable!()
     };
@@ -313,9 +419,9 @@ async fn someone_elses_deployment_is_not_taken_over() {
 }
 
 #[tokio::test]
-async fn deletion_stops_workers_then_releases_the_finalizer() {
+async fn deletion_stops_workers_removes_the_ledger_then_releases_the_finalizer() {
     let (ctx, handle) = context();
-    let (mut job, expected) = steady_state();
+    let (pg, mut job, expected) = steady_state().await;
     job.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1_700_000_100).unwrap()));
     let Reply::Json(deployments) = &expected[3].reply_ref() else {
         unreachable!()
@@ -334,6 +440,8 @@ async fn deletion_stops_workers_then_releases_the_finalizer() {
             ),
             Expect::delete(format!("{DEPLOYMENTS}/{deployment}?"), Reply::Echo),
             Expect::delete(format!("{SECRETS}/contacts-worker?"), Reply::NotFound),
+            secret_reads(&pg).remove(0),
+            secret_reads(&pg).remove(1),
             Expect::post(EVENTS).check(|b| assert_eq!(b["reason"], "Deleted")),
             Expect::new(Method::PATCH, format!("{JOBS}/contacts?"), stored_job()).check(|b| {
                 assert!(
@@ -345,6 +453,14 @@ async fn deletion_stops_workers_then_releases_the_finalizer() {
     );
     reconcile(Arc::new(job), ctx).await.unwrap();
     server.await.unwrap();
+    assert_eq!(
+        pg.psql(
+            "target",
+            "SELECT (SELECT count(*) FROM freight.jobs) + (SELECT count(*) FROM freight.batches)"
+        ),
+        "0",
+        "the job's ledger is gone"
+    );
 }
 
 #[tokio::test]
@@ -367,7 +483,7 @@ async fn api_failure_is_an_error_to_retry() {
 #[tokio::test]
 async fn job_gone_before_the_finalizer_is_removed_is_not_an_error() {
     let (ctx, handle) = context();
-    let (mut job, expected) = steady_state();
+    let (_pg, mut job, expected) = steady_state().await;
     job.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1_700_000_100).unwrap()));
     let server = serve(
         handle,
@@ -378,6 +494,7 @@ async fn job_gone_before_the_finalizer_is_removed_is_not_an_error() {
                 list(vec![]),
             ),
             Expect::delete(format!("{SECRETS}/contacts-worker?"), Reply::NotFound),
+            Expect::get(format!("{SECRETS}/legacy-db"), Reply::NotFound),
             Expect::post(EVENTS),
             Expect::new(Method::PATCH, format!("{JOBS}/contacts?"), Reply::NotFound),
         ],

@@ -7,7 +7,10 @@ use freight::{
     api::Phase,
     controller::{
         config::ConfigProblem,
-        status::{FleetObservation, Observation, desired_status, phase_change},
+        status::{
+            FleetObservation, Observation, Progress, desired_status, only_counters_differ,
+            phase_change,
+        },
     },
 };
 use jiff::Timestamp;
@@ -18,12 +21,36 @@ fn at(secs: i64) -> Time {
     Time(Timestamp::from_second(secs).unwrap())
 }
 
+/// A job with `done` of 10 batches of 100 records finished, `failed` of
+/// their records rejected.
+fn progress(done: u64, failed: u64) -> Progress {
+    Progress {
+        total_records: 1000,
+        pending_batches: 10 - done,
+        done_batches: done,
+        failed_batches: u64::from(failed > 0),
+        processed_records: done * 100 - failed,
+        failed_records: failed,
+        recent_records: 300,
+        window_seconds: 10,
+        elapsed_seconds: 20.0,
+        ..Progress::default()
+    }
+}
+
+fn active(fleet: FleetObservation, progress: Progress) -> Observation {
+    Observation::Active { fleet, progress }
+}
+
 fn fleet(desired: i32, ready: i32) -> Observation {
-    Observation::Fleet(FleetObservation {
-        desired,
-        ready,
-        stalled: None,
-    })
+    active(
+        FleetObservation {
+            desired,
+            ready,
+            stalled: None,
+        },
+        progress(4, 0),
+    )
 }
 
 fn cond<'a>(
@@ -85,11 +112,14 @@ fn recovery_flips_ready_and_moves_its_transition_time_only() {
 #[test]
 fn stalled_deployment_degrades_the_job() {
     let job = job(true);
-    let obs = Observation::Fleet(FleetObservation {
-        desired: 2,
-        ready: 0,
-        stalled: Some("ReplicaSet has timed out progressing".into()),
-    });
+    let obs = active(
+        FleetObservation {
+            desired: 2,
+            ready: 0,
+            stalled: Some("ReplicaSet has timed out progressing".into()),
+        },
+        progress(4, 0),
+    );
     let s = desired_status(&job, &obs, at(10));
     assert_eq!(cond(&s, "Degraded").status, "True");
     assert_eq!(cond(&s, "Degraded").reason, "WorkersStalled");
@@ -120,13 +150,25 @@ fn first_status_of_a_pending_job_is_not_a_phase_change() {
 
 fn observation() -> impl Strategy<Value = Observation> {
     prop_oneof![
-        (0..10i32, 0..10i32, proptest::option::of("[a-z ]{1,20}")).prop_map(|(d, r, stalled)| {
-            Observation::Fleet(FleetObservation {
-                desired: d,
-                ready: r,
-                stalled,
-            })
-        }),
+        (
+            0..10i32,
+            0..10i32,
+            proptest::option::of("[a-z ]{1,20}"),
+            0..=10u64,
+            0..30u64
+        )
+            .prop_map(|(d, r, stalled, done, failed)| {
+                let failed = if done == 0 { 0 } else { failed };
+                active(
+                    FleetObservation {
+                        desired: d,
+                        ready: r,
+                        stalled,
+                    },
+                    progress(done, failed),
+                )
+            }),
+        Just(Observation::Planning),
         prop_oneof![
             Just("SecretNotFound"),
             Just("SecretKeyNotFound"),
@@ -173,4 +215,134 @@ proptest! {
             prop_assert_eq!(&c.last_transition_time, &expected, "{}", c.type_);
         }
     }
+}
+
+#[test]
+fn running_job_reports_its_counters() {
+    let job = job(true);
+    let s = desired_status(&job, &fleet(2, 2), at(10));
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(s.total_records, Some(1000));
+    assert_eq!(s.processed_records, Some(400));
+    assert_eq!(s.failed_records, Some(0));
+    assert_eq!(s.progress.as_deref(), Some("40%"));
+    // 300 records in the last 10 s.
+    assert_eq!(s.records_per_second, Some(30));
+    let b = s.batches.unwrap();
+    assert_eq!(
+        (b.total, b.pending, b.in_flight, b.succeeded, b.failed),
+        (10, 6, 0, 4, 0)
+    );
+}
+
+#[test]
+fn finished_job_succeeds_and_reports_its_average_rate() {
+    let job = job(true);
+    let obs = active(FleetObservation::default(), progress(10, 0));
+    let s = desired_status(&job, &obs, at(10));
+    assert_eq!(s.phase, Phase::Succeeded);
+    assert_eq!(cond(&s, "Complete").status, "True");
+    assert_eq!(cond(&s, "Complete").reason, "Succeeded");
+    assert_eq!(cond(&s, "Failed").status, "False");
+    assert_eq!(s.progress.as_deref(), Some("100%"));
+    // 1000 records over 20 s.
+    assert_eq!(s.records_per_second, Some(50));
+}
+
+#[test]
+fn failures_within_budget_complete_with_errors() {
+    let mut job = job(true);
+    job.spec.failure_policy.max_failed_record_ratio = 0.05;
+    let obs = active(FleetObservation::default(), progress(10, 7));
+    let s = desired_status(&job, &obs, at(10));
+    assert_eq!(s.phase, Phase::CompletedWithErrors);
+    assert_eq!(s.failed_records, Some(7));
+    assert_eq!(s.processed_records, Some(993));
+    assert_eq!(cond(&s, "Complete").reason, "CompletedWithErrors");
+    assert!(cond(&s, "Complete").message.contains("spec.retryFailed"));
+}
+
+#[test]
+fn failures_over_budget_fail_the_job_before_it_ends() {
+    let mut job = job(true);
+    job.spec.failure_policy.max_failed_record_ratio = 0.01;
+    let obs = active(FleetObservation::default(), progress(3, 20));
+    let s = desired_status(&job, &obs, at(10));
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(cond(&s, "Failed").status, "True");
+    assert_eq!(cond(&s, "Failed").reason, "FailureBudgetExceeded");
+    assert!(cond(&s, "Failed").message.contains("maxFailedRecordRatio"));
+    assert_eq!(cond(&s, "Complete").status, "False");
+}
+
+#[test]
+fn suspended_job_reports_no_throughput() {
+    let mut job = job(true);
+    job.spec.suspend = true;
+    let s = desired_status(&job, &fleet(0, 0), at(10));
+    assert_eq!(s.records_per_second, Some(0));
+    assert_eq!(s.processed_records, Some(400));
+}
+
+#[test]
+fn settled_job_keeps_its_result_and_follows_its_fleet() {
+    let mut job = job(true);
+    job.status = Some(desired_status(
+        &job,
+        &active(FleetObservation::default(), progress(10, 0)),
+        at(10),
+    ));
+    let before = job.status.clone().unwrap();
+    let s = desired_status(
+        &job,
+        &Observation::Settled(FleetObservation::default()),
+        at(99),
+    );
+    assert_eq!(s, before);
+}
+
+#[test]
+fn counter_changes_are_told_apart_from_state_changes() {
+    let job = job(true);
+    let a = desired_status(&job, &fleet(1, 1), at(10));
+    let more = active(
+        FleetObservation {
+            desired: 1,
+            ready: 1,
+            stalled: None,
+        },
+        progress(5, 0),
+    );
+    let b = desired_status(&job, &more, at(10));
+    assert_ne!(a, b);
+    assert!(only_counters_differ(&a, &b));
+    let done = desired_status(
+        &job,
+        &active(FleetObservation::default(), progress(10, 0)),
+        at(10),
+    );
+    assert!(
+        !only_counters_differ(&a, &done),
+        "a phase change is not only counters"
+    );
+}
+
+#[test]
+fn status_stays_small_for_a_huge_job_with_scattered_failures() {
+    let job = job(true);
+    let mut p = progress(10, 0);
+    p.total_records = 10_000_000;
+    p.processed_records = 9_900_000;
+    p.failed_records = 100_000;
+    p.recent_failures = (0..5)
+        .map(|i| freight::api::FailureSample {
+            key: format!("{i:0>64}"),
+            error: "x".repeat(200),
+        })
+        .collect();
+    let mut job = job;
+    job.spec.failure_policy.max_failed_record_ratio = 0.5;
+    let s = desired_status(&job, &active(FleetObservation::default(), p), at(10));
+    let size = serde_json::to_vec(&s).unwrap().len();
+    assert!(size < 8 * 1024, "status is {size} bytes");
 }

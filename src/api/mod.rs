@@ -17,7 +17,8 @@ pub use connectors::{
 pub use policy::{FailurePolicy, RolloutSpec};
 pub use spec::{MigrationJob, MigrationJobSpec};
 pub use status::{
-    BatchCounts, ConditionType, MigrationJobStatus, Phase, RolloutStatus, WorkerStatus,
+    BatchCounts, ConditionType, FailureSample, MigrationJobStatus, Phase, RolloutStatus,
+    WorkerStatus,
 };
 pub use workers::WorkersSpec;
 

@@ -34,6 +34,12 @@ pub struct MigrationJobStatus {
     /// Recent throughput in records per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_per_second: Option<i64>,
+    /// A few of the most recently failed records (at most 5), newest first. The
+    /// full list is in the target database: `SELECT record_key, error FROM
+    /// freight.failed_records WHERE job_uid = '<metadata.uid>'`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub recent_failures: Vec<FailureSample>,
     /// Worker pods, as reported by the worker Deployment(s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<WorkerStatus>,
@@ -150,6 +156,16 @@ pub struct BatchCounts {
     pub succeeded: i64,
     /// Finished with some records failed.
     pub failed: i64,
+}
+
+/// A record the target rejected.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureSample {
+    /// The record's key (its key column, as text; shortened if long).
+    pub key: String,
+    /// The target's error message (shortened if long).
+    pub error: String,
 }
 
 /// Worker pods of the job.

@@ -44,6 +44,8 @@ const NONROOT_ID: i64 = 65532;
 pub struct ChildSettings {
     /// Image used when `spec.workers.image` is empty: the operator's own image.
     pub default_worker_image: String,
+    /// URL at which workers reach the batch coordinator.
+    pub coordinator_url: String,
 }
 
 /// Everything the operator wants to exist for one job.
@@ -62,16 +64,24 @@ pub struct DesiredChildren {
 /// Builds the desired children of `job`.
 ///
 /// `owner` is the job's controller reference; `token` is the worker credential
-/// (an existing one is reused so that workers are not cut off).
+/// (an existing one is reused so that workers are not cut off). Without
+/// `run_workers` (suspended or finished) the workers are scaled to zero.
 pub fn desired_children(
     job: &MigrationJob,
     owner: &OwnerReference,
     settings: &ChildSettings,
     token: &str,
+    run_workers: bool,
 ) -> DesiredChildren {
     let name = job_name(job);
     let revision = worker_revision(job, settings);
-    let deployment = with_hash(worker_deployment(job, owner, settings, &revision));
+    let deployment = with_hash(worker_deployment(
+        job,
+        owner,
+        settings,
+        &revision,
+        run_workers,
+    ));
     let autoscaler = with_hash(worker_autoscaler(
         job,
         owner,
@@ -171,14 +181,24 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn worker_env(job: &MigrationJob) -> Vec<EnvVar> {
+fn value_env(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        ..EnvVar::default()
+    }
+}
+
+/// JSON of a plain data struct (which always serializes).
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn worker_env(job: &MigrationJob, settings: &ChildSettings) -> Vec<EnvVar> {
     let name = job_name(job);
     let mut env = vec![
-        EnvVar {
-            name: "FREIGHT_JOB_NAME".to_owned(),
-            value: Some(name.clone()),
-            ..EnvVar::default()
-        },
+        value_env("FREIGHT_JOB_NAME", name.clone()),
+        value_env("FREIGHT_COORDINATOR_URL", settings.coordinator_url.clone()),
         field_env("FREIGHT_JOB_NAMESPACE", "metadata.namespace"),
         field_env("FREIGHT_POD_NAME", "metadata.name"),
         secret_env(
@@ -191,9 +211,11 @@ fn worker_env(job: &MigrationJob) -> Vec<EnvVar> {
     ];
     if let Some(pg) = &job.spec.source.postgres {
         env.push(secret_env("FREIGHT_SOURCE_URL", &pg.connection_secret_ref));
+        env.push(value_env("FREIGHT_SOURCE_SPEC", json(pg)));
     }
     if let Some(pg) = &job.spec.target.postgres {
         env.push(secret_env("FREIGHT_TARGET_URL", &pg.connection_secret_ref));
+        env.push(value_env("FREIGHT_TARGET_SPEC", json(pg)));
     }
     env
 }
@@ -215,6 +237,7 @@ fn worker_deployment(
     owner: &OwnerReference,
     settings: &ChildSettings,
     revision: &str,
+    run_workers: bool,
 ) -> Deployment {
     let name = job_name(job);
     let selector = BTreeMap::from([
@@ -238,7 +261,7 @@ fn worker_deployment(
         name: "worker".to_owned(),
         image: Some(worker_image(job, settings).to_owned()),
         args: Some(vec!["worker".to_owned()]),
-        env: Some(worker_env(job)),
+        env: Some(worker_env(job, settings)),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".to_owned()),
             container_port: WORKER_METRICS_PORT,
@@ -270,8 +293,8 @@ fn worker_deployment(
         metadata,
         spec: Some(DeploymentSpec {
             // Replicas belong to the autoscaler; the operator only pins them to
-            // zero while the job is suspended.
-            replicas: job.spec.suspend.then_some(0),
+            // zero while the job is suspended or once it has finished.
+            replicas: (!run_workers).then_some(0),
             selector: LabelSelector {
                 match_labels: Some(selector),
                 match_expressions: None,

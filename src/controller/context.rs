@@ -1,6 +1,10 @@
 //! What every reconcile shares.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use kube::{
     Client,
@@ -14,7 +18,47 @@ use super::{
     children::ChildSettings,
     error::{Error, Result},
 };
-use crate::{api::MigrationJob, leader::LeaderGate, metrics::SharedMetrics};
+use crate::{
+    api::MigrationJob, coordinator::Registry, leader::LeaderGate, metrics::SharedMetrics,
+    postgres::SharedClient,
+};
+
+/// A job's source or target database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Where records are read.
+    Source,
+    /// Where records are written, and the ledger is kept.
+    Target,
+}
+
+impl Side {
+    /// `source` or `target`, as in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+/// Operator-wide settings of the data plane.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataPlaneSettings {
+    /// How long a worker holds a batch before it may go to another worker.
+    pub batch_lease_seconds: f64,
+    /// Least time between two status writes that only move counters.
+    pub status_interval: Duration,
+}
+
+impl Default for DataPlaneSettings {
+    fn default() -> Self {
+        Self {
+            batch_lease_seconds: 30.0,
+            status_interval: Duration::from_secs(5),
+        }
+    }
+}
 
 /// Shared state of the controller.
 pub struct Context {
@@ -28,7 +72,15 @@ pub struct Context {
     pub metrics: SharedMetrics,
     /// Whether this replica may write.
     pub leader: LeaderGate,
+    /// Data-plane settings.
+    pub data_plane: DataPlaneSettings,
+    /// The jobs the batch coordinator serves.
+    pub registry: Registry,
     failures: Mutex<HashMap<ObjectRef<MigrationJob>, u32>>,
+    /// Database connections by job UID and side (source or target).
+    connections: Mutex<HashMap<(String, Side), Arc<SharedClient>>>,
+    /// When each job's status was last written.
+    status_writes: Mutex<HashMap<ObjectRef<MigrationJob>, Instant>>,
 }
 
 /// Shortest and longest retry delay after a failed reconcile.
@@ -50,8 +102,68 @@ impl Context {
             settings,
             metrics,
             leader,
+            data_plane: DataPlaneSettings::default(),
+            registry: Registry::default(),
             failures: Mutex::default(),
+            connections: Mutex::default(),
+            status_writes: Mutex::default(),
         }
+    }
+
+    /// Uses these data-plane settings and serves jobs through `registry`.
+    pub fn with_data_plane(mut self, settings: DataPlaneSettings, registry: Registry) -> Self {
+        self.data_plane = settings;
+        self.registry = registry;
+        self
+    }
+
+    /// The connection of job `uid` to one side's database at `url`, shared
+    /// with the coordinator (the target holds the ledger) and replaced when
+    /// the URL changes.
+    pub fn connection(&self, uid: &str, side: Side, url: &str) -> Arc<SharedClient> {
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (uid.to_owned(), side);
+        match connections.get(&key) {
+            Some(c) if c.connects_to(url) => c.clone(),
+            _ => {
+                // Lease updates need not wait for their WAL flush: a lease lost
+                // in a crash of the target only makes its batch leasable again.
+                let session = match side {
+                    Side::Source => "",
+                    Side::Target => "SET synchronous_commit = off",
+                };
+                let c = Arc::new(SharedClient::new(url.to_owned(), session));
+                connections.insert(key, c.clone());
+                c
+            }
+        }
+    }
+
+    /// Drops the connections of job `uid`.
+    pub fn forget_connections(&self, uid: &str) {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(u, _), _| u != uid);
+    }
+
+    /// How long to wait before the next progress-only status write of `job`
+    /// (zero: write now).
+    pub fn status_write_delay(&self, job: &ObjectRef<MigrationJob>) -> Duration {
+        let writes = self.status_writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.get(job).map_or(Duration::ZERO, |last| {
+            self.data_plane
+                .status_interval
+                .saturating_sub(last.elapsed())
+        })
+    }
+
+    /// Notes that `job`'s status was just written.
+    pub fn status_written(&self, job: &ObjectRef<MigrationJob>) {
+        self.status_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.clone(), Instant::now());
     }
 
     /// Fails unless this replica holds the lease. Call right before a write.

@@ -16,6 +16,16 @@ pub enum Error {
     /// This replica lost its leader lease; it must not write.
     #[error("not the leader; write refused")]
     NotLeader,
+    /// A job's database could not be used right now (unreachable, restarting,
+    /// overloaded); the job goes on once it answers again.
+    #[error("the {side} database: {source}")]
+    Database {
+        /// `source` or `target`.
+        side: &'static str,
+        /// What failed.
+        #[source]
+        source: crate::postgres::PgError,
+    },
     /// The object from the watch lacks a field every stored object has.
     #[error("MigrationJob has no metadata.{0}")]
     MissingMetadata(&'static str),
@@ -40,6 +50,7 @@ impl Error {
             },
             Error::Finalizer(_) => "finalizer",
             Error::NotLeader => "not_leader",
+            Error::Database { .. } => "database",
             Error::MissingMetadata(_) => "invalid_object",
         }
     }

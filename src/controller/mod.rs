@@ -5,6 +5,7 @@ pub mod children;
 pub mod conditions;
 pub mod config;
 pub mod context;
+pub mod data_plane;
 pub mod error;
 pub mod labels;
 pub mod reconcile;

@@ -24,14 +24,22 @@ use super::{
     apply::{apply_child, check_owned, delete_child},
     children::desired_children,
     config::{ConfigProblem, check_not_self_copy, check_secret_ref, secret_refs},
-    context::Context,
+    context::{Context, Side},
+    data_plane::{self, Urls},
     error::{Error, Result, api_status_code},
     labels::{
         FIELD_MANAGER, FINALIZER, TOKEN_KEY, autoscaler_name, credential_secret_name, job_selector,
     },
-    status::{FleetObservation, Observation, desired_status, phase_change},
+    status::{
+        FleetObservation, Observation, desired_status, is_finished, only_counters_differ,
+        phase_change,
+    },
 };
-use crate::api::{MigrationJob, MigrationJobStatus};
+use crate::{
+    api::{MigrationJob, MigrationJobStatus, Phase},
+    coordinator::{JobEntry, JobKey, JobState},
+    domain::outcome::Outcome,
+};
 
 /// How often a job is looked at again when nothing triggers it.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -91,21 +99,136 @@ pub fn error_policy(job: Arc<MigrationJob>, error: &Error, ctx: Arc<Context>) ->
 
 async fn apply(job: &MigrationJob, ctx: &Context) -> Result<Action> {
     let namespace = job.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let observation = match check_config(job, ctx, &namespace).await? {
-        Err(problem) => Observation::Blocked(problem),
-        Ok(()) => match ensure_children(job, ctx, &namespace).await? {
-            Err(problem) => Observation::Blocked(problem),
-            Ok(fleet) => Observation::Fleet(fleet),
-        },
+    let key = JobKey {
+        namespace: namespace.clone(),
+        name: job.name_any(),
     };
-    let status = desired_status(job, &observation, now());
-    ctx.metrics
-        .set_phase(&namespace, &job.name_any(), Some(status.phase));
-    if job.status.as_ref() != Some(&status) {
-        write_status(job, ctx, &namespace, &status).await?;
-        announce(job, ctx, &observation, &status).await?;
+    // A job that had finished when its spec last changed needs neither its
+    // Secrets nor its databases (both may be gone by now): only its workers
+    // are kept at zero.
+    if is_settled(job) {
+        ctx.registry.remove(&key);
+        let observation = match ensure_children(job, ctx, &namespace, false).await? {
+            Err(problem) => Observation::Blocked(problem),
+            Ok((fleet, _)) => Observation::Settled(fleet),
+        };
+        return settle(job, ctx, &namespace, &observation).await;
     }
-    Ok(Action::requeue(RESYNC))
+    let urls = match check_config(job, ctx, &namespace).await? {
+        Err(problem) => return blocked(job, ctx, &namespace, &key, problem).await,
+        Ok(urls) => urls,
+    };
+    let planned = match data_plane::prepare(job, ctx, &urls).await? {
+        Err(problem) => return blocked(job, ctx, &namespace, &key, problem).await,
+        Ok(planned) => planned,
+    };
+    let mut job = job.clone();
+    if !planned {
+        let status = desired_status(&job, &Observation::Planning, now());
+        if job.status.as_ref() != Some(&status) {
+            write_status(&job, ctx, &namespace, &status).await?;
+            announce(&job, ctx, &Observation::Planning, &status).await?;
+            job.status = Some(status);
+        }
+        if let Err(problem) = data_plane::plan(&job, &urls).await? {
+            return blocked(&job, ctx, &namespace, &key, problem).await;
+        }
+    }
+    if let Err(problem) = data_plane::retry_if_asked(&job, ctx, &urls).await? {
+        return blocked(&job, ctx, &namespace, &key, problem).await;
+    }
+    let progress = match data_plane::progress(&job, ctx, &urls).await? {
+        Err(problem) => return blocked(&job, ctx, &namespace, &key, problem).await,
+        Ok(progress) => progress,
+    };
+    let in_progress = matches!(
+        progress.outcome(job.spec.failure_policy.max_failed_record_ratio),
+        Outcome::InProgress
+    );
+    let run_workers = in_progress && !job.spec.suspend;
+    let (fleet, token) = match ensure_children(&job, ctx, &namespace, run_workers).await? {
+        Err(problem) => return blocked(&job, ctx, &namespace, &key, problem).await,
+        Ok(done) => done,
+    };
+    let state = match (in_progress, job.spec.suspend) {
+        (false, _) => JobState::Finished,
+        (true, true) => JobState::Paused,
+        (true, false) => JobState::Serving,
+    };
+    let uid = job.uid().ok_or(Error::MissingMetadata("uid"))?;
+    ctx.registry.upsert(
+        key,
+        JobEntry::new(
+            uid.clone(),
+            &token,
+            ctx.connection(&uid, Side::Target, &urls.target),
+            state,
+            ctx.data_plane.batch_lease_seconds,
+        ),
+    );
+    settle(
+        &job,
+        ctx,
+        &namespace,
+        &Observation::Active { fleet, progress },
+    )
+    .await
+}
+
+/// Whether the job had finished when its spec last changed.
+fn is_settled(job: &MigrationJob) -> bool {
+    job.status
+        .as_ref()
+        .is_some_and(|s| is_finished(s.phase) && s.observed_generation == job.metadata.generation)
+}
+
+/// The configuration cannot be used: stop handing out batches and report it.
+async fn blocked(
+    job: &MigrationJob,
+    ctx: &Context,
+    namespace: &str,
+    key: &JobKey,
+    problem: ConfigProblem,
+) -> Result<Action> {
+    ctx.registry.remove(key);
+    settle(job, ctx, namespace, &Observation::Blocked(problem)).await
+}
+
+/// Writes the status `observation` calls for, if it changed. Changes of
+/// counters alone are written at most once per status interval.
+async fn settle(
+    job: &MigrationJob,
+    ctx: &Context,
+    namespace: &str,
+    observation: &Observation,
+) -> Result<Action> {
+    let job_ref = ObjectRef::from_obj(job);
+    let status = desired_status(job, observation, now());
+    ctx.metrics
+        .set_phase(namespace, &job.name_any(), Some(status.phase));
+    let active = matches!(status.phase, Phase::Planning | Phase::Running);
+    let next = if active {
+        ctx.data_plane.status_interval
+    } else {
+        RESYNC
+    };
+    if job.status.as_ref() == Some(&status) {
+        return Ok(Action::requeue(next));
+    }
+    if job
+        .status
+        .as_ref()
+        .is_some_and(|before| only_counters_differ(before, &status))
+    {
+        let wait = ctx.status_write_delay(&job_ref);
+        if !wait.is_zero() {
+            return Ok(Action::requeue(wait));
+        }
+    }
+    write_status(job, ctx, namespace, &status).await?;
+    ctx.status_written(&job_ref);
+    announce(job, ctx, observation, &status).await?;
+    Ok(Action::requeue(next))
 }
 
 /// The current time at the precision the API stores (whole seconds), so that
@@ -120,7 +243,7 @@ async fn check_config(
     job: &MigrationJob,
     ctx: &Context,
     namespace: &str,
-) -> Result<Result<(), ConfigProblem>> {
+) -> Result<Result<Urls, ConfigProblem>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let mut values = Vec::new();
     let mut fetched: Vec<(String, Option<Secret>)> = Vec::new();
@@ -139,12 +262,27 @@ async fn check_config(
             Err(problem) => return Ok(Err(problem)),
         }
     }
-    if let [source, target] = values.as_slice()
-        && let Err(problem) = check_not_self_copy(job, source, target)
-    {
+    let [source, target] = values.as_slice() else {
+        return Ok(Err(ConfigProblem {
+            reason: "NoConnector",
+            message: "spec.source and spec.target must each set a connector".into(),
+        }));
+    };
+    if let Err(problem) = check_not_self_copy(job, source, target) {
         return Ok(Err(problem));
     }
-    Ok(Ok(()))
+    let text = |value: &[u8], field: &str| {
+        String::from_utf8(value.to_vec()).map_err(|_| ConfigProblem {
+            reason: "InvalidConnectionString",
+            message: format!("the Secret value referenced by {field} is not UTF-8 text"),
+        })
+    };
+    Ok((|| {
+        Ok(Urls {
+            source: text(source, "spec.source.postgres.connectionSecretRef")?,
+            target: text(target, "spec.target.postgres.connectionSecretRef")?,
+        })
+    })())
 }
 
 /// Steps 2 and 3: build the desired children and apply those that changed.
@@ -152,7 +290,8 @@ async fn ensure_children(
     job: &MigrationJob,
     ctx: &Context,
     namespace: &str,
-) -> Result<Result<FleetObservation, ConfigProblem>> {
+    run_workers: bool,
+) -> Result<Result<(FleetObservation, String), ConfigProblem>> {
     let name = job.name_any();
     let uid = job.uid().ok_or(Error::MissingMetadata("uid"))?;
     let owner = job
@@ -184,7 +323,7 @@ async fn ensure_children(
         .and_then(|t| String::from_utf8(t.0.clone()).ok())
         .filter(|t| !t.is_empty())
         .unwrap_or_else(new_token);
-    let desired = desired_children(job, &owner, &ctx.settings, &token);
+    let desired = desired_children(job, &owner, &ctx.settings, &token, run_workers);
     let deployment_name = desired.deployment.name_any();
     let current_deployment = existing_deployments
         .iter()
@@ -232,7 +371,10 @@ async fn ensure_children(
     {
         delete_child(ctx, &deployments, &old.name_any(), "deployments").await?;
     }
-    Ok(Ok(FleetObservation::from_deployment(Some(&deployment))))
+    Ok(Ok((
+        FleetObservation::from_deployment(Some(&deployment)),
+        token,
+    )))
 }
 
 /// A fresh worker credential: 32 random bytes, hex-encoded.
@@ -327,6 +469,15 @@ async fn cleanup(job: &MigrationJob, ctx: &Context) -> Result<Action> {
         delete_child(ctx, &deployments, &d.name_any(), "deployments").await?;
     }
     delete_child(ctx, &secrets, &credential_secret_name(&name), "secrets").await?;
+    ctx.registry.remove(&JobKey {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    });
+    let target_url = match check_config(job, ctx, &namespace).await {
+        Ok(Ok(urls)) => Some(urls.target),
+        _ => None,
+    };
+    data_plane::forget(job, ctx, target_url.as_deref()).await;
     ctx.metrics.set_phase(&namespace, &name, None);
     let event = KubeEvent {
         type_: EventType::Normal,

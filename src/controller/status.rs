@@ -10,15 +10,98 @@ use super::{
     conditions::{ConditionUpdate, merge_conditions},
     config::ConfigProblem,
 };
-use crate::api::{ConditionType, MigrationJob, MigrationJobStatus, Phase, WorkerStatus};
+use crate::{
+    api::{
+        BatchCounts, ConditionType, FailureSample, MigrationJob, MigrationJobStatus, Phase,
+        WorkerStatus,
+    },
+    domain::outcome::{Counters, Outcome, outcome, progress},
+};
 
 /// What the reconcile found out about a job.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observation {
     /// The configuration cannot be used; nothing was applied.
     Blocked(ConfigProblem),
-    /// The children are in place; this is the worker Deployment's state.
-    Fleet(FleetObservation),
+    /// The source is being measured and cut into batches.
+    Planning,
+    /// The job is planned; its ledger and its worker fleet.
+    Active {
+        /// The worker Deployment's state.
+        fleet: FleetObservation,
+        /// The ledger's counters.
+        progress: Progress,
+    },
+    /// The job had finished when its spec last changed; the databases were
+    /// not asked again. Only the fleet is looked at.
+    Settled(FleetObservation),
+}
+
+/// What the ledger says about a planned job.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Records in the plan.
+    pub total_records: u64,
+    /// Batches not leased yet.
+    pub pending_batches: u64,
+    /// Batches leased to a worker.
+    pub leased_batches: u64,
+    /// Batches finished.
+    pub done_batches: u64,
+    /// Finished batches that hold failed records.
+    pub failed_batches: u64,
+    /// Records written.
+    pub processed_records: u64,
+    /// Records rejected (and not yet written by a retry).
+    pub failed_records: u64,
+    /// Records written in the last `window_seconds`.
+    pub recent_records: u64,
+    /// The window of `recent_records`.
+    pub window_seconds: u64,
+    /// Seconds from planning to the last finished batch.
+    pub elapsed_seconds: f64,
+    /// The newest failed records.
+    pub recent_failures: Vec<FailureSample>,
+}
+
+impl Progress {
+    /// The counters the outcome rules need.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            total_records: self.total_records,
+            processed_records: self.processed_records,
+            failed_records: self.failed_records,
+            unfinished_batches: self.pending_batches + self.leased_batches,
+        }
+    }
+
+    /// Where the job stands under `max_failed_ratio`.
+    pub fn outcome(&self, max_failed_ratio: f64) -> Outcome {
+        outcome(&self.counters(), max_failed_ratio)
+    }
+
+    /// Records per second: over the recent window while running, the
+    /// average over the whole run once finished.
+    fn records_per_second(&self, finished: bool) -> i64 {
+        let rate = if finished {
+            if self.elapsed_seconds > 0.0 {
+                self.processed_records as f64 / self.elapsed_seconds
+            } else {
+                0.0
+            }
+        } else {
+            self.recent_records as f64 / self.window_seconds.max(1) as f64
+        };
+        rate.round() as i64
+    }
+}
+
+/// Whether a phase is final (until `retryFailed` is increased).
+pub fn is_finished(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Succeeded | Phase::CompletedWithErrors | Phase::Failed
+    )
 }
 
 /// State of the worker fleet, read from its Deployment.
@@ -73,22 +156,75 @@ pub fn desired_status(
 ) -> MigrationJobStatus {
     let current = job.status.clone().unwrap_or_default();
     let generation = job.metadata.generation;
-    let (phase, workers, updates) = match observation {
+    let mut status = current.clone();
+    let updates = match observation {
         Observation::Blocked(problem) => {
-            (Phase::Pending, current.workers.clone(), blocked(problem))
+            status.phase = Phase::Pending;
+            blocked(problem)
         }
-        Observation::Fleet(fleet) if job.spec.suspend => {
-            (Phase::Suspended, Some(worker_status(fleet)), suspended())
+        Observation::Planning => {
+            status.phase = Phase::Planning;
+            planning()
         }
-        Observation::Fleet(fleet) => (Phase::Running, Some(worker_status(fleet)), running(fleet)),
+        Observation::Settled(fleet) => {
+            status.workers = Some(worker_status(fleet));
+            Vec::new()
+        }
+        Observation::Active { fleet, progress } => {
+            status.workers = Some(worker_status(fleet));
+            let result = progress.outcome(job.spec.failure_policy.max_failed_record_ratio);
+            let (phase, updates) = match result {
+                Outcome::InProgress if job.spec.suspend => (Phase::Suspended, suspended()),
+                Outcome::InProgress => (Phase::Running, running(fleet)),
+                Outcome::Succeeded => (Phase::Succeeded, succeeded(progress)),
+                Outcome::CompletedWithErrors => {
+                    (Phase::CompletedWithErrors, completed_with_errors(progress))
+                }
+                Outcome::OverBudget { ratio } => (
+                    Phase::Failed,
+                    over_budget(
+                        progress,
+                        ratio,
+                        job.spec.failure_policy.max_failed_record_ratio,
+                    ),
+                ),
+            };
+            status.phase = phase;
+            record_progress(&mut status, progress, is_finished(phase));
+            if phase == Phase::Suspended {
+                status.records_per_second = Some(0);
+            }
+            updates
+        }
+    };
+    let conditions = if updates.is_empty() {
+        current.conditions
+    } else {
+        merge_conditions(&current.conditions, &updates, generation, now)
     };
     MigrationJobStatus {
-        phase,
         observed_generation: generation,
-        workers,
-        conditions: merge_conditions(&current.conditions, &updates, generation, now),
-        ..current
+        conditions,
+        ..status
     }
+}
+
+/// Copies the ledger's counters into the status.
+fn record_progress(status: &mut MigrationJobStatus, p: &Progress, finished: bool) {
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    status.total_records = Some(to_i64(p.total_records));
+    status.processed_records = Some(to_i64(p.processed_records));
+    status.failed_records = Some(to_i64(p.failed_records));
+    status.batches = Some(BatchCounts {
+        total: to_i64(p.pending_batches + p.leased_batches + p.done_batches),
+        pending: to_i64(p.pending_batches),
+        in_flight: to_i64(p.leased_batches),
+        succeeded: to_i64(p.done_batches.saturating_sub(p.failed_batches)),
+        failed: to_i64(p.failed_batches),
+    });
+    status.progress = Some(progress(&p.counters()));
+    status.records_per_second = Some(p.records_per_second(finished));
+    status.recent_failures = p.recent_failures.clone();
 }
 
 fn worker_status(fleet: &FleetObservation) -> WorkerStatus {
@@ -177,6 +313,121 @@ fn running(fleet: &FleetObservation) -> Vec<ConditionUpdate> {
         failed,
         degraded,
     ]
+}
+
+fn planning() -> Vec<ConditionUpdate> {
+    let [complete, failed] = not_finished();
+    let message = "Measuring the source and cutting it into batches";
+    vec![
+        ConditionUpdate::new(ConditionType::Ready, false, "Planning", message),
+        ConditionUpdate::new(ConditionType::Progressing, true, "Planning", message),
+        complete,
+        failed,
+        ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
+    ]
+}
+
+/// Conditions of a job that has finished, one way or another.
+fn finished(
+    complete: ConditionUpdate,
+    failed: ConditionUpdate,
+    degraded: ConditionUpdate,
+) -> Vec<ConditionUpdate> {
+    let message = "The job has finished; its workers are scaled to zero";
+    vec![
+        ConditionUpdate::new(ConditionType::Ready, false, "Finished", message),
+        ConditionUpdate::new(ConditionType::Progressing, false, "Finished", message),
+        complete,
+        failed,
+        degraded,
+    ]
+}
+
+fn no_failure() -> ConditionUpdate {
+    ConditionUpdate::new(
+        ConditionType::Failed,
+        false,
+        "NoFailure",
+        "The job has not failed",
+    )
+}
+
+fn succeeded(p: &Progress) -> Vec<ConditionUpdate> {
+    finished(
+        ConditionUpdate::new(
+            ConditionType::Complete,
+            true,
+            "Succeeded",
+            format!("All {} records were copied", p.total_records),
+        ),
+        no_failure(),
+        ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
+    )
+}
+
+fn completed_with_errors(p: &Progress) -> Vec<ConditionUpdate> {
+    let message = format!(
+        "{} of {} records were copied; {} were rejected by the target (within \
+         spec.failurePolicy.maxFailedRecordRatio). Fix them and increase \
+         spec.retryFailed to copy only those again",
+        p.processed_records, p.total_records, p.failed_records
+    );
+    finished(
+        ConditionUpdate::new(
+            ConditionType::Complete,
+            true,
+            "CompletedWithErrors",
+            message.clone(),
+        ),
+        no_failure(),
+        ConditionUpdate::new(ConditionType::Degraded, true, "RecordsFailed", message),
+    )
+}
+
+fn over_budget(p: &Progress, ratio: f64, budget: f64) -> Vec<ConditionUpdate> {
+    let message = format!(
+        "{} of {} records were rejected by the target ({:.2}%), more than \
+         spec.failurePolicy.maxFailedRecordRatio allows ({:.2}%); no more batches \
+         are handed out. Fix the records and increase spec.retryFailed to retry them",
+        p.failed_records,
+        p.total_records,
+        ratio * 100.0,
+        budget * 100.0
+    );
+    finished(
+        ConditionUpdate::new(
+            ConditionType::Complete,
+            false,
+            "NotFinished",
+            "The job stopped before every record was handled",
+        ),
+        ConditionUpdate::new(
+            ConditionType::Failed,
+            true,
+            "FailureBudgetExceeded",
+            message,
+        ),
+        ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
+    )
+}
+
+/// Whether two statuses differ only in their counters (records, batches,
+/// progress, throughput, failure samples): such changes are written at a
+/// bounded rate.
+pub fn only_counters_differ(a: &MigrationJobStatus, b: &MigrationJobStatus) -> bool {
+    fn without_counters(s: &MigrationJobStatus) -> MigrationJobStatus {
+        MigrationJobStatus {
+            total_records: None,
+            processed_records: None,
+            failed_records: None,
+            batches: None,
+            progress: None,
+            records_per_second: None,
+            recent_failures: Vec::new(),
+            ..s.clone()
+        }
+    }
+    without_counters(a) == without_counters(b)
 }
 
 /// The phase before, if it differs from the phase after. A job without a

@@ -85,7 +85,13 @@ async fn lease(
 ) -> Response {
     let key = JobKey { namespace, name };
     let Some(job) = registry.get(&key) else {
-        return retry_later(StatusCode::NOT_FOUND, 5);
+        // Not (yet) known here: not planned yet, or this replica is not the
+        // leader. Closing the connection lets a Service pick another replica.
+        let mut response = retry_later(StatusCode::NOT_FOUND, 1);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
     };
     // Checked before anything else is revealed about the job.
     if !bearer(&headers).is_some_and(|t| job.accepts(t)) {
@@ -96,7 +102,11 @@ async fn lease(
         JobState::Paused => return retry_later(StatusCode::NO_CONTENT, 5),
         JobState::Serving => {}
     }
-    match ledger::lease(&job.ledger, &job.uid, &request.worker, job.lease_seconds).await {
+    let leased = match job.ledger.get().await {
+        Ok(client) => ledger::lease(&client, &job.uid, &request.worker, job.lease_seconds).await,
+        Err(e) => Err(e),
+    };
+    match leased {
         Ok(Some(l)) => Json(LeaseResponse {
             job_uid: job.uid.clone(),
             batch_id: l.batch_id,

@@ -7,6 +7,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use crate::postgres::SharedClient;
+
 /// Namespace and name of a MigrationJob.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct JobKey {
@@ -33,7 +35,7 @@ pub struct JobEntry {
     pub uid: String,
     token_sha256: [u8; 32],
     /// The ledger's database (the job's target).
-    pub ledger: Arc<tokio_postgres::Client>,
+    pub ledger: Arc<SharedClient>,
     /// Whether it hands out batches.
     pub state: JobState,
     /// How long a lease lasts before the batch may go to another worker.
@@ -45,7 +47,7 @@ impl JobEntry {
     pub fn new(
         uid: String,
         token: &str,
-        ledger: Arc<tokio_postgres::Client>,
+        ledger: Arc<SharedClient>,
         state: JobState,
         lease_seconds: f64,
     ) -> Self {
@@ -88,6 +90,11 @@ impl Registry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+
+    /// Forgets every job (this replica stopped coordinating).
+    pub fn clear(&self) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// The entry of a job.

@@ -88,7 +88,7 @@ impl<K: Clone> Planner<K> {
 }
 
 /// What a finished plan covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlanTotals {
     /// Keys seen.
     pub records: u64,

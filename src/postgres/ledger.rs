@@ -269,7 +269,7 @@ pub async fn complete(
 }
 
 /// Batch and record counters of a job.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LedgerCounts {
     /// Batches not leased yet.
     pub pending: i64,
@@ -277,26 +277,40 @@ pub struct LedgerCounts {
     pub leased: i64,
     /// Batches finished.
     pub done: i64,
-    /// Finished batches with failed records.
+    /// Finished batches that hold records still failed (a retry that lands
+    /// them clears the batch).
     pub done_with_failures: i64,
     /// Records written.
     pub processed_records: i64,
     /// Records rejected and not (yet) written by a retry.
     pub failed_records: i64,
+    /// Records written by batches that finished in the last
+    /// [`RECENT_WINDOW_SECONDS`].
+    pub recent_records: i64,
+    /// Seconds from the plan to the last finished batch (0 before the first).
+    pub elapsed_seconds: f64,
 }
+
+/// The window of [`LedgerCounts::recent_records`], in seconds.
+pub const RECENT_WINDOW_SECONDS: i64 = 10;
 
 /// Reads the counters (one aggregate query).
 pub async fn counts(client: &Client, job_uid: &str) -> Result<LedgerCounts, PgError> {
     let r = client
         .query_one(
-            "SELECT count(*) FILTER (WHERE state = 'pending'),
-                    count(*) FILTER (WHERE state = 'leased'),
-                    count(*) FILTER (WHERE state = 'done'),
-                    count(*) FILTER (WHERE state = 'done' AND failed_records > 0),
-                    coalesce(sum(processed_records), 0)::bigint,
-                    (SELECT count(*) FROM freight.failed_records f WHERE f.job_uid = $1::text::uuid)
-               FROM freight.batches WHERE job_uid = $1::text::uuid",
-            &[&job_uid],
+            "SELECT count(*) FILTER (WHERE b.state = 'pending'),
+                    count(*) FILTER (WHERE b.state = 'leased'),
+                    count(*) FILTER (WHERE b.state = 'done'),
+                    (SELECT count(DISTINCT f.batch_id) FROM freight.failed_records f
+                      WHERE f.job_uid = $1::text::uuid),
+                    coalesce(sum(b.processed_records), 0)::bigint,
+                    (SELECT count(*) FROM freight.failed_records f WHERE f.job_uid = $1::text::uuid),
+                    coalesce(sum(b.processed_records)
+                             FILTER (WHERE b.finished_at > now() - make_interval(secs => $2)), 0)::bigint,
+                    coalesce(extract(epoch FROM max(b.finished_at) - min(j.planned_at)), 0)::float8
+               FROM freight.batches b JOIN freight.jobs j USING (job_uid)
+              WHERE b.job_uid = $1::text::uuid",
+            &[&job_uid, &(RECENT_WINDOW_SECONDS as f64)],
         )
         .await
         .map_err(|e| PgError::from_driver("count batches", &e))?;
@@ -307,7 +321,65 @@ pub async fn counts(client: &Client, job_uid: &str) -> Result<LedgerCounts, PgEr
         done_with_failures: r.get(3),
         processed_records: r.get(4),
         failed_records: r.get(5),
+        recent_records: r.get(6),
+        elapsed_seconds: r.get(7),
     })
+}
+
+/// The `limit` most recently recorded failed records (key, error), newest first.
+pub async fn recent_failures(
+    client: &Client,
+    job_uid: &str,
+    limit: i64,
+) -> Result<Vec<FailedRecord>, PgError> {
+    let rows = client
+        .query(
+            "SELECT record_key, error FROM freight.failed_records
+              WHERE job_uid = $1::text::uuid
+              ORDER BY recorded_at DESC, record_key
+              LIMIT $2",
+            &[&job_uid, &limit],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("read failed records", &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| FailedRecord {
+            key: r.get(0),
+            error: r.get(1),
+        })
+        .collect())
+}
+
+/// The retry round the ledger has scheduled last (`spec.retryFailed`).
+pub async fn retry_round(client: &Client, job_uid: &str) -> Result<i64, PgError> {
+    client
+        .query_opt(
+            "SELECT retry_round FROM freight.jobs WHERE job_uid = $1::text::uuid",
+            &[&job_uid],
+        )
+        .await
+        .map(|r| r.map_or(0, |r| r.get(0)))
+        .map_err(|e| PgError::from_driver("read retry round", &e))
+}
+
+/// Removes everything the ledger holds about a job (when it is deleted).
+pub async fn forget(client: &mut Client, job_uid: &str) -> Result<(), PgError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| PgError::from_driver("begin forget", &e))?;
+    for table in ["failed_records", "batches", "jobs"] {
+        tx.execute(
+            &format!("DELETE FROM freight.{table} WHERE job_uid = $1::text::uuid"),
+            &[&job_uid],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("forget job", &e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| PgError::from_driver("commit forget", &e))
 }
 
 /// Schedules a retry of the job's failed records for retry round `round`
@@ -333,12 +405,13 @@ pub async fn retry_failed(
     if advanced == 0 {
         return Ok(0);
     }
+    // The keys move from the failed list into retry batches: while they run
+    // they count as neither processed nor failed, and those that fail again
+    // come back with their new error when their batch is recorded.
     let keys: Vec<String> = tx
         .query(
-            "SELECT record_key FROM freight.failed_records WHERE job_uid = $1::text::uuid
-              AND NOT EXISTS (SELECT 1 FROM freight.batches b WHERE b.job_uid = $1::text::uuid
-                              AND b.state <> 'done' AND record_key = ANY(b.keys))
-              ORDER BY record_key",
+            "DELETE FROM freight.failed_records WHERE job_uid = $1::text::uuid
+              RETURNING record_key",
             &[&job_uid],
         )
         .await
@@ -346,6 +419,8 @@ pub async fn retry_failed(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let mut keys = keys;
+    keys.sort();
     let next: i64 = tx
         .query_one(
             "SELECT coalesce(max(batch_id), -1) + 1 FROM freight.batches WHERE job_uid = $1::text::uuid",

@@ -16,9 +16,9 @@ use crate::{
     api::{PostgresSource, PostgresTarget},
     coordinator::LeaseResponse,
     postgres::{
-        Column, CopySpec, PgError, PgErrorKind, Rows, TableRef, connect, copy_range,
+        CopySpec, PgError, PgErrorKind, ResolveError, Rows, connect, copy_range,
         ledger::{self, Lease},
-        prepare_staging, table_columns,
+        prepare_staging, resolve_copy_spec,
     },
 };
 
@@ -175,40 +175,20 @@ async fn ask(http: &reqwest::Client, cfg: &BatchConfig) -> Result<Next, String> 
 async fn connections(cfg: &BatchConfig) -> Result<Connections, PgError> {
     let source = connect(&cfg.source_url).await?;
     let target = connect(&cfg.target_url).await?;
-    let src = TableRef {
-        schema: cfg.source.schema.clone(),
-        table: cfg.source.table.clone(),
-    };
-    let all = table_columns(&source, &src).await?;
-    let columns: Vec<Column> = match &cfg.source.columns {
-        None => all,
-        Some(wanted) => {
-            let mut picked = Vec::new();
-            for name in wanted {
-                let column = all.iter().find(|c| &c.name == name).ok_or_else(|| {
-                    PgError::config(
-                        "resolve columns",
-                        format!("column {name} is not in {}.{}", src.schema, src.table),
-                    )
-                })?;
-                picked.push(column.clone());
-            }
-            picked
+    let spec = match resolve_copy_spec(&source, &target, &cfg.source, &cfg.target).await {
+        Ok(spec) => spec,
+        Err(ResolveError::Source(e) | ResolveError::Target(e)) => return Err(e),
+        Err(invalid @ ResolveError::Invalid { .. }) => {
+            return Err(PgError::config("check tables", invalid.to_string()));
         }
     };
-    let dst = TableRef {
-        schema: cfg.target.schema.clone(),
-        table: cfg.target.table.clone(),
-    };
-    let direct = CopySpec::same_types(&columns, &table_columns(&target, &dst).await?);
-    let spec = CopySpec {
-        source: src,
-        target: dst,
-        direct,
-        key_column: cfg.source.key_column.clone(),
-        columns,
-        mode: cfg.target.mode,
-    };
+    // Each batch commits without waiting for its WAL flush: a batch's rows
+    // and its ledger entry commit atomically, so a crash of the target
+    // loses both together and the batch simply runs again.
+    target
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(|e| PgError::from_driver("configure session", &e))?;
     prepare_staging(&target, &spec).await?;
     Ok(Connections {
         source,

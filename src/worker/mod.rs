@@ -1,11 +1,14 @@
 //! `freight worker`: the process that runs in each worker pod.
 //!
-//! This is the process shell: it reads its job identity and credential from
-//! the environment the worker Deployment sets, serves `/healthz`, `/readyz` and
-//! `/metrics`, and shuts down cleanly on SIGTERM. The batch loop (lease a
-//! batch, copy it, report it) arrives with the data plane.
+//! It reads its job identity, credential and connection strings from the
+//! environment the worker Deployment sets, serves `/healthz`, `/readyz` and
+//! `/metrics`, and runs the batch loop ([`batches`]) until the job is
+//! finished or SIGTERM arrives; on SIGTERM the in-flight batch is finished
+//! (or handed back) first.
 
 pub mod batches;
+
+use batches::{BatchConfig, BatchMetrics, Stopped};
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -23,6 +26,14 @@ pub enum WorkerError {
     /// A required environment variable is missing or empty.
     #[error("environment variable {0} is not set; it is set by the worker Deployment")]
     MissingEnv(&'static str),
+    /// An environment variable does not hold what it should.
+    #[error("environment variable {name} is invalid: {reason}")]
+    InvalidEnv {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The HTTP endpoints failed.
     #[error(transparent)]
     Http(#[from] HttpError),
@@ -41,6 +52,8 @@ pub struct WorkerConfig {
     pub token: String,
     /// Address of `/metrics`, `/healthz`, `/readyz`.
     pub metrics_addr: SocketAddr,
+    /// What the batch loop needs (coordinator, databases, tables).
+    pub batches: BatchConfig,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -51,7 +64,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("pod_name", &self.pod_name)
             .field("token", &"<redacted>")
             .field("metrics_addr", &self.metrics_addr)
-            .finish()
+            .field("coordinator", &self.batches.coordinator)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,12 +78,34 @@ impl WorkerConfig {
                 .filter(|v| !v.is_empty())
                 .ok_or(WorkerError::MissingEnv(name))
         }
+        fn json<T: serde::de::DeserializeOwned>(name: &'static str) -> Result<T, WorkerError> {
+            serde_json::from_str(&var(name)?).map_err(|e| WorkerError::InvalidEnv {
+                name,
+                reason: e.to_string(),
+            })
+        }
+        let job_name = var("FREIGHT_JOB_NAME")?;
+        let job_namespace = var("FREIGHT_JOB_NAMESPACE")?;
+        let pod_name = var("FREIGHT_POD_NAME")?;
+        let token = var("FREIGHT_WORKER_TOKEN")?;
+        let batches = BatchConfig {
+            coordinator: var("FREIGHT_COORDINATOR_URL")?,
+            namespace: job_namespace.clone(),
+            job: job_name.clone(),
+            worker: pod_name.clone(),
+            token: token.clone(),
+            source_url: var("FREIGHT_SOURCE_URL")?,
+            target_url: var("FREIGHT_TARGET_URL")?,
+            source: json("FREIGHT_SOURCE_SPEC")?,
+            target: json("FREIGHT_TARGET_SPEC")?,
+        };
         Ok(Self {
-            job_name: var("FREIGHT_JOB_NAME")?,
-            job_namespace: var("FREIGHT_JOB_NAMESPACE")?,
-            pod_name: var("FREIGHT_POD_NAME")?,
-            token: var("FREIGHT_WORKER_TOKEN")?,
+            job_name,
+            job_namespace,
+            pod_name,
+            token,
             metrics_addr,
+            batches,
         })
     }
 }
@@ -88,6 +124,49 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), WorkerError> {
         pod = %cfg.pod_name,
         "worker starting"
     );
+    let metrics = BatchMetrics::new();
+    let registry = Arc::new(worker_registry(&cfg, &metrics));
+    let encoder: http::MetricsEncoder = Arc::new(move || {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    });
+    let readiness = Readiness::default();
+    readiness.set_ready();
+    let mut server = tokio::spawn(http::serve(cfg.metrics_addr, encoder, readiness.clone()));
+    let mut shutdown = crate::signals::shutdown_signal();
+    let work = batches::run(&cfg.batches, &metrics, shutdown.clone());
+    tokio::pin!(work);
+    tokio::select! {
+        stopped = &mut work => {
+            if stopped == Stopped::JobFinished {
+                // The operator scales the fleet to zero; until then stay up
+                // (and ready) rather than crash-loop.
+                tracing::info!("the job has nothing left to do; waiting to be stopped");
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                    served = &mut server => return served_result(served),
+                }
+            }
+        }
+        served = &mut server => return served_result(served),
+    }
+    readiness.set_unready();
+    tracing::info!(pod = %cfg.pod_name, "worker stopped");
+    Ok(())
+}
+
+fn served_result(
+    served: Result<Result<(), HttpError>, tokio::task::JoinError>,
+) -> Result<(), WorkerError> {
+    match served {
+        Ok(Err(e)) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The worker's metrics, all prefixed `freight_worker_`.
+fn worker_registry(cfg: &WorkerConfig, metrics: &BatchMetrics) -> Registry {
     let mut registry = Registry::with_prefix("freight_worker");
     let info = Family::<JobLabels, Gauge>::default();
     registry.register("info", "The job this worker serves", info.clone());
@@ -96,26 +175,26 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), WorkerError> {
         job: cfg.job_name.clone(),
     })
     .set(1);
-    let registry = Arc::new(registry);
-    let encoder: http::MetricsEncoder = Arc::new(move || {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
-    });
-    let readiness = Readiness::default();
-    readiness.set_ready();
-    let server = tokio::spawn(http::serve(cfg.metrics_addr, encoder, readiness.clone()));
-    let mut shutdown = crate::signals::shutdown_signal();
-    tokio::select! {
-        _ = shutdown.wait_for(|stop| *stop) => {}
-        served = server => {
-            return match served {
-                Ok(Err(e)) => Err(e.into()),
-                _ => Ok(()),
-            };
-        }
-    }
-    readiness.set_unready();
-    tracing::info!(pod = %cfg.pod_name, "worker stopped");
-    Ok(())
+    registry.register(
+        "records_processed",
+        "Records written to the target",
+        metrics.processed.clone(),
+    );
+    registry.register(
+        "records_failed",
+        "Records the target rejected",
+        metrics.failed.clone(),
+    );
+    registry.register("batches", "Batches finished", metrics.batches.clone());
+    registry.register(
+        "transient_errors",
+        "Transient database errors retried (not failed records)",
+        metrics.transient_errors.clone(),
+    );
+    registry.register(
+        "batch_duration_seconds",
+        "Time to copy and record one batch",
+        metrics.duration.clone(),
+    );
+    registry
 }

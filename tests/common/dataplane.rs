@@ -14,7 +14,7 @@ use freight::{
     api::{PostgresSource, PostgresTarget, SecretKeyRef, WriteMode},
     coordinator::{JobEntry, JobKey, JobState, Registry, router},
     domain::plan::PlanTotals,
-    postgres::{TableRef, connect, ledger},
+    postgres::{SharedClient, TableRef, connect, ledger},
     worker::batches::{self, BatchConfig, BatchMetrics, Stopped},
 };
 
@@ -65,7 +65,11 @@ pub async fn migrate(
         .expect("plan");
     let planning = start.elapsed();
     let target = Arc::new(target);
-    let job_entry = |state| JobEntry::new(uid.into(), "secret-token", target.clone(), state, 60.0);
+    let ledger = Arc::new(SharedClient::new(
+        pg.url("target"),
+        "SET synchronous_commit = off",
+    ));
+    let job_entry = |state| JobEntry::new(uid.into(), "secret-token", ledger.clone(), state, 60.0);
 
     let registry = Registry::default();
     let key = JobKey {

@@ -178,6 +178,7 @@ pub fn context() -> (Arc<Context>, Handle) {
 pub fn settings() -> ChildSettings {
     ChildSettings {
         default_worker_image: "freight:test".into(),
+        coordinator_url: "http://freight-coordinator.freight-system.svc:8081".into(),
     }
 }
 
