@@ -62,6 +62,9 @@ cleanup() {
   fi
   if [[ -d "$FREIGHT_E2E_STATE/pods" ]]; then rm -rf "$LOGS/pods" && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/"; fi
   step "cleaning up"
+  if [[ -n "$FREIGHT_OPERATOR_PID" ]] && ((!FREIGHT_CLUSTER_STARTED)); then
+    freight_delete_job "$NS" "$JOB" || true
+  fi
   freight_stop
   pg_stop "$PG_DIR"
   freight_cluster_down
@@ -100,7 +103,7 @@ BIN=${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE
 step "installing the CRD, namespace $NS, operator and pod runner"
 freight_install_crd
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-RUST_LOG=${RUST_LOG:-info} freight_start "$LOGS" "$BIN" "$NS"
+FREIGHT_LOG_FORMAT=json freight_start "$LOGS" "$BIN" "$NS"
 freight_delete_job "$NS" "$JOB"
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: v1
@@ -122,8 +125,9 @@ fresh_target() {
   pg_sql postgres "CHECKPOINT" >/dev/null
 }
 
-# freight_run N: sets RUN_TOTAL (apply → Succeeded), RUN_RUNNING (first Running →
-# Succeeded) and RUN_PLANNING (first Planning → first Running), in seconds.
+# freight_run N: sets, in seconds, RUN_TOTAL (apply → phase Succeeded), RUN_RUNNING
+# (first Running → Succeeded), RUN_PLANNING (the operator's own measure, from its log)
+# RUN_COPY (the ledger: planned_at → last batch finished) and RUN_WORKERS (most ready).
 freight_run() {
   local n=$1 wlog=$LOGS/watch-$1.log fifo=$LOGS/watch.fifo t_apply line ts ph
   freight_delete_job "$NS" "$JOB"
@@ -132,10 +136,13 @@ freight_run() {
   rm -f "$fifo"
   mkfifo "$fifo"
   kubectl -n "$NS" get mj --field-selector "metadata.name=$JOB" -w \
-    -o jsonpath='{.status.phase}{" "}{.status.processedRecords}{"\n"}' >"$fifo" 2>/dev/null &
+    -o jsonpath='{.status.phase}{" "}{.status.processedRecords}{" "}{.status.workers.ready}{"\n"}' \
+    >"$fifo" 2>/dev/null &
   WATCH_PID=$!
   while read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done <"$fifo" >"$wlog" &
   sleep 1 # let the watch establish before the job exists
+  local log_lines
+  log_lines=$(wc -l <"$LOGS/operator.log")
   t_apply=$EPOCHREALTIME
   kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: freight.dev/v1alpha1
@@ -159,17 +166,21 @@ EOF
   rm -f "$fifo"
   read -r ts ph _ <<<"$end"
   [[ "$ph" == Succeeded ]] || die "run $n: the job ended in phase $ph (status: $(kubectl -n "$NS" get mj "$JOB" -o jsonpath='{.status}'))"
-  local t_plan t_run
-  t_plan=$(awk '$2 == "Planning" { print $1; exit }' "$wlog")
+  local t_run
   t_run=$(awk '$2 == "Running" { print $1; exit }' "$wlog")
+  RUN_PLANNING=$(tail -n +"$((log_lines + 1))" "$LOGS/operator.log" |
+    jq -Rr 'fromjson? | select(.message == "planned") | .seconds' | tail -n 1)
+  RUN_PLANNING=$(awk -v s="${RUN_PLANNING:--1}" 'BEGIN { if (s < 0) print "-"; else printf "%.1f", s }')
+  RUN_COPY=$(pg_sql crm "SELECT round(extract(epoch FROM max(b.finished_at) - j.planned_at), 1)
+    FROM freight.jobs j JOIN freight.batches b USING (job_uid) GROUP BY j.planned_at")
   local sum
   sum=$(pg_checksum crm)
   [[ "${sum%% *}" == "$ROWS" ]] || die "run $n: target has ${sum%% *} rows, expected $ROWS"
   [[ "$sum" == "$SOURCE_SUM" ]] || die "run $n: target checksum ${sum#* } differs from the source's ${SOURCE_SUM#* }"
   RUN_TOTAL=$(sub "$t_apply" "$ts")
-  RUN_RUNNING=- RUN_PLANNING=-
+  RUN_RUNNING=-
   [[ -z "$t_run" ]] || RUN_RUNNING=$(sub "$t_run" "$ts")
-  [[ -z "$t_plan" || -z "$t_run" ]] || RUN_PLANNING=$(sub "$t_plan" "$t_run")
+  RUN_WORKERS=$(awk '$4 > m { m = $4 } END { print m + 0 }' "$wlog")
 }
 
 # pipe_run N: sets PIPE_SECS.
@@ -193,7 +204,7 @@ for i in $(seq 1 "$RUNS"); do
   pipe_run "$i"
   fr+=("$(rate "$RUN_TOTAL")")
   pr+=("$(rate "$PIPE_SECS")")
-  out "run $i: freight ${RUN_TOTAL}s = ${fr[-1]} rows/s (Planning→Running ${RUN_PLANNING}s, Running→Succeeded ${RUN_RUNNING}s) | pipe ${PIPE_SECS}s = ${pr[-1]} rows/s"
+  out "run $i: freight ${RUN_TOTAL}s = ${fr[-1]} rows/s (planning ${RUN_PLANNING}s, Running→Succeeded ${RUN_RUNNING}s, ledger copy window ${RUN_COPY}s, max ${RUN_WORKERS} workers ready) | pipe ${PIPE_SECS}s = ${pr[-1]} rows/s"
 done
 mf=$(median "${fr[@]}")
 mp=$(median "${pr[@]}")

@@ -51,6 +51,8 @@ if [[ "${1:-}" == down ]]; then
   export FREIGHT_E2E_STATE
   # shellcheck source=e2e/cluster/env.sh disable=SC1091
   source e2e/cluster/env.sh
+  kill -0 "$FREIGHT_OPERATOR_PID" 2>/dev/null && ((!FREIGHT_CLUSTER_STARTED)) &&
+    { freight_delete_job "$NS" "$JOB" || true; }
   # Only our processes: each pid must still be the binary we started.
   for p in "pod-runner:$FREIGHT_RUNNER_PID" "freight operator:$FREIGHT_OPERATOR_PID"; do
     tr '\0' ' ' <"/proc/${p##*:}/cmdline" 2>/dev/null | grep -qF "${p%:*}" || continue
@@ -89,6 +91,10 @@ EOF
     exit "$rc"
   fi
   step "cleaning up"
+  # While the operator runs: its finalizer stops the workers and clears the ledger.
+  if [[ -n "$FREIGHT_OPERATOR_PID" ]] && ((!FREIGHT_CLUSTER_STARTED)); then
+    freight_delete_job "$NS" "$JOB" || true
+  fi
   freight_stop
   pg_stop "$PG_DIR"
   freight_cluster_down
