@@ -15,6 +15,7 @@
 # Env: FREIGHT_BENCH_ROWS (1000000), FREIGHT_BENCH_RUNS (3), FREIGHT_BENCH_TIMEOUT per
 #      job (900 s), FREIGHT_BENCH_PROFILE (release | debug build of freight),
 #      FREIGHT_BENCH_PG_PORT (55433), FREIGHT_BENCH_LOGS (/tmp/freight-bench-logs),
+#      FREIGHT_BENCH_SPEC (one extra spec line for experiments; the default is none),
 #      FREIGHT_E2E_STATE, FREIGHT_*_PORT (another control plane, see e2e/cluster/env.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +35,9 @@ TIMEOUT=${FREIGHT_BENCH_TIMEOUT:-900}
 PROFILE=${FREIGHT_BENCH_PROFILE:-release}
 PG_PORT=${FREIGHT_BENCH_PG_PORT:-55433}
 LOGS=${FREIGHT_BENCH_LOGS:-/tmp/freight-bench-logs}
+# One extra line for the job's spec, for experiments only (default: none, i.e. defaults),
+# e.g. FREIGHT_BENCH_SPEC='workers: { min: 4, max: 4 }'.
+SPEC_EXTRA=${FREIGHT_BENCH_SPEC:-}
 RESULTS=$LOGS/results.txt
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -153,9 +157,14 @@ spec:
     postgres: { connectionSecretRef: { name: legacy-db, key: url }, table: contacts, keyColumn: id }
   target:
     postgres: { connectionSecretRef: { name: new-db, key: url }, table: contacts }
+${SPEC_EXTRA:+  $SPEC_EXTRA}
 EOF
-  local deadline=$((SECONDS + TIMEOUT)) end=""
+  local deadline=$((SECONDS + TIMEOUT)) end="" hpa_at=$((SECONDS + 15))
   until end=$(awk '$2 ~ /^(Succeeded|CompletedWithErrors|Failed)$/ { print; exit }' "$wlog") && [[ -n "$end" ]]; do
+    if ((hpa_at && SECONDS >= hpa_at)); then # what the autoscaler sees, once per run
+      kubectl -n "$NS" get hpa -o yaml >"$LOGS/hpa-$n.yaml" 2>&1 || true
+      hpa_at=0
+    fi
     ((SECONDS < deadline)) || die "run $n: job not finished after ${TIMEOUT}s: $(tail -n 1 "$wlog")"
     kill -0 "$FREIGHT_OPERATOR_PID" 2>/dev/null || die "the operator exited (see $LOGS/operator.log)"
     sleep 0.5
@@ -198,6 +207,7 @@ pipe_run() {
 step "$RUNS runs of $ROWS rows: (a) MigrationJob with default settings, (b) raw binary COPY pipe"
 out "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); freight $PROFILE build; $(kubectl version -o json 2>/dev/null | jq -r '.serverVersion.gitVersion') control plane"
 out "postgres: $(pg_settings)"
+out "job spec: source + target only (defaults)${SPEC_EXTRA:+; plus: $SPEC_EXTRA}"
 fr=() pr=()
 for i in $(seq 1 "$RUNS"); do
   freight_run "$i"
