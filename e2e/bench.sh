@@ -62,7 +62,7 @@ cleanup() {
   [[ -n "$WATCH_PID" ]] && kill "$WATCH_PID" 2>/dev/null
   if ((rc != 0)); then
     printf '\nbench: FAILED (exit %s). Logs: %s\n' "$rc" "$LOGS" >&2
-    [[ -f "$LOGS/operator.log" ]] && { echo "--- last operator log lines" >&2; tail -n 15 "$LOGS/operator.log" | sed 's/\x1b\[[0-9;]*m//g' >&2; }
+    [[ -f "$LOGS/operator.log" ]] && { echo "--- last operator log lines" >&2; grep -v "NOTICE: " "$LOGS/operator.log" | tail -n 15 | sed 's/\x1b\[[0-9;]*m//g' >&2; }
   fi
   if [[ -d "$FREIGHT_E2E_STATE/pods" ]]; then rm -rf "$LOGS/pods" && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/"; fi
   step "cleaning up"
