@@ -105,5 +105,21 @@ pub async fn serve_router(
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;
     tracing::info!(%addr, "serving {what}");
+    serve_on(listener, app).await
+}
+
+/// Serves `app` on a bound listener, answering without Nagle delays (small
+/// request/response exchanges, such as batch leases, would otherwise wait
+/// on delayed ACKs).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+) -> Result<(), HttpError> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app).await.map_err(HttpError::Serve)
 }

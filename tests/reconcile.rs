@@ -224,6 +224,7 @@ fn planned_progress() -> Progress {
         total_records: RECORDS,
         pending_batches: 1,
         window_seconds: 10,
+        most_attempted: Some((0, "batch 0".into())),
         ..Progress::default()
     }
 }

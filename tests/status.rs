@@ -346,3 +346,35 @@ fn status_stays_small_for_a_huge_job_with_scattered_failures() {
     let size = serde_json::to_vec(&s).unwrap().len();
     assert!(size < 8 * 1024, "status is {size} bytes");
 }
+
+#[test]
+fn a_batch_handed_out_too_often_degrades_the_job_and_names_it() {
+    let job = job(true);
+    let mut p = progress(4, 0);
+    p.most_attempted = Some((3, "batch 7 (keys from 700 to 800)".into()));
+    let ok = desired_status(
+        &job,
+        &active(FleetObservation::default(), p.clone()),
+        at(10),
+    );
+    assert_eq!(
+        cond(&ok, "Degraded").status,
+        "False",
+        "3 attempts are allowed"
+    );
+    p.most_attempted = Some((4, "batch 7 (keys from 700 to 800)".into()));
+    let s = desired_status(&job, &active(FleetObservation::default(), p), at(10));
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(cond(&s, "Degraded").status, "True");
+    assert_eq!(cond(&s, "Degraded").reason, "BatchKeepsFailing");
+    assert!(
+        cond(&s, "Degraded")
+            .message
+            .contains("batch 7 (keys from 700 to 800)")
+    );
+    assert!(
+        cond(&s, "Degraded")
+            .message
+            .contains("maxAttemptsPerBatch is 3")
+    );
+}

@@ -7,9 +7,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailurePolicy {
-    /// Attempts per batch before its failing records are isolated and counted as
-    /// failed (1-100). Transient errors (connection loss, deadlock, serialization
-    /// failure) are retried with backoff and do not use up attempts. Default 3.
+    /// Times a batch may be handed to a worker (1-100). A batch is handed out
+    /// again when its worker dies, stalls, or keeps hitting transient errors
+    /// (connection loss, deadlock, serialization failure) until its lease runs
+    /// out. Beyond this many, the job reports Degraded with reason
+    /// BatchKeepsFailing naming the batch, and the batch is still retried.
+    /// Records the target rejects never use up attempts: they are isolated at
+    /// the first attempt and counted as failed. Default 3.
     #[serde(default = "default_max_attempts")]
     #[schemars(range(min = 1, max = 100))]
     pub max_attempts_per_batch: i32,

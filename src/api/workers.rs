@@ -36,6 +36,12 @@ pub struct WorkersSpec {
     )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
+    /// Batches each worker pod copies at once (1-16), each on its own pair of
+    /// database connections. While one batch is being written, the next is
+    /// already being read. Default 2.
+    #[serde(default = "default_batches_per_worker")]
+    #[schemars(range(min = 1, max = 16))]
+    pub batches_per_worker: i32,
 }
 
 impl Default for WorkersSpec {
@@ -46,6 +52,7 @@ impl Default for WorkersSpec {
             image: None,
             resources: None,
             target_cpu_utilization_percentage: default_cpu_target(),
+            batches_per_worker: default_batches_per_worker(),
         }
     }
 }
@@ -58,4 +65,7 @@ fn default_max() -> i32 {
 }
 fn default_cpu_target() -> i32 {
     70
+}
+fn default_batches_per_worker() -> i32 {
+    2
 }

@@ -199,6 +199,10 @@ fn worker_env(job: &MigrationJob, settings: &ChildSettings) -> Vec<EnvVar> {
     let mut env = vec![
         value_env("FREIGHT_JOB_NAME", name.clone()),
         value_env("FREIGHT_COORDINATOR_URL", settings.coordinator_url.clone()),
+        value_env(
+            "FREIGHT_BATCHES_PER_WORKER",
+            job.spec.workers.batches_per_worker.to_string(),
+        ),
         field_env("FREIGHT_JOB_NAMESPACE", "metadata.namespace"),
         field_env("FREIGHT_POD_NAME", "metadata.name"),
         secret_env(

@@ -226,6 +226,24 @@ pub async fn progress(
     } else {
         Vec::new()
     };
+    let most_attempted = on!(Side::Target, ledger::most_attempted(&ledger, &uid).await).map(|b| {
+        let range = match (&b.lower, &b.upper) {
+            (None, None) => String::new(),
+            (lower, upper) => format!(
+                " (keys from {} to {})",
+                lower
+                    .as_deref()
+                    .map_or("the start".into(), |k| shorten(k, MAX_KEY_CHARS)),
+                upper
+                    .as_deref()
+                    .map_or("the end".into(), |k| shorten(k, MAX_KEY_CHARS)),
+            ),
+        };
+        (
+            u32::try_from(b.attempts).unwrap_or(0),
+            format!("batch {}{range}", b.batch_id),
+        )
+    });
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(Ok(Progress {
         total_records: totals.records,
@@ -239,6 +257,7 @@ pub async fn progress(
         window_seconds: n(RECENT_WINDOW_SECONDS),
         elapsed_seconds: counts.elapsed_seconds,
         recent_failures,
+        most_attempted,
     }))
 }
 

@@ -43,6 +43,8 @@ use crate::{
 
 /// How often a job is looked at again when nothing triggers it.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a job whose last batches are out is looked at.
+const FINISHING: Duration = Duration::from_secs(1);
 
 /// Reconciles one MigrationJob.
 pub async fn reconcile(job: Arc<MigrationJob>, ctx: Arc<Context>) -> Result<Action> {
@@ -206,11 +208,14 @@ async fn settle(
     let status = desired_status(job, observation, now());
     ctx.metrics
         .set_phase(namespace, &job.name_any(), Some(status.phase));
-    let active = matches!(status.phase, Phase::Planning | Phase::Running);
-    let next = if active {
-        ctx.data_plane.status_interval
-    } else {
-        RESYNC
+    let next = match (status.phase, observation) {
+        // The last batches are out: look again soon, so that the end of the
+        // job shows without waiting a whole status interval.
+        (Phase::Running, Observation::Active { progress, .. }) if progress.pending_batches == 0 => {
+            FINISHING.min(ctx.data_plane.status_interval)
+        }
+        (Phase::Planning | Phase::Running, _) => ctx.data_plane.status_interval,
+        _ => RESYNC,
     };
     if job.status.as_ref() == Some(&status) {
         return Ok(Action::requeue(next));

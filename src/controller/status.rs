@@ -62,6 +62,8 @@ pub struct Progress {
     pub elapsed_seconds: f64,
     /// The newest failed records.
     pub recent_failures: Vec<FailureSample>,
+    /// The unfinished batch leased most often: (times leased, description).
+    pub most_attempted: Option<(u32, String)>,
 }
 
 impl Progress {
@@ -175,7 +177,14 @@ pub fn desired_status(
             let result = progress.outcome(job.spec.failure_policy.max_failed_record_ratio);
             let (phase, updates) = match result {
                 Outcome::InProgress if job.spec.suspend => (Phase::Suspended, suspended()),
-                Outcome::InProgress => (Phase::Running, running(fleet)),
+                Outcome::InProgress => (
+                    Phase::Running,
+                    running(
+                        fleet,
+                        progress,
+                        job.spec.failure_policy.max_attempts_per_batch,
+                    ),
+                ),
                 Outcome::Succeeded => (Phase::Succeeded, succeeded(progress)),
                 Outcome::CompletedWithErrors => {
                     (Phase::CompletedWithErrors, completed_with_errors(progress))
@@ -284,7 +293,11 @@ fn suspended() -> Vec<ConditionUpdate> {
     ]
 }
 
-fn running(fleet: &FleetObservation) -> Vec<ConditionUpdate> {
+fn running(
+    fleet: &FleetObservation,
+    progress: &Progress,
+    max_attempts: i32,
+) -> Vec<ConditionUpdate> {
     let [complete, failed] = not_finished();
     let counts = format!("{} of {} worker pods ready", fleet.ready, fleet.desired);
     let ready = if fleet.ready > 0 {
@@ -292,14 +305,26 @@ fn running(fleet: &FleetObservation) -> Vec<ConditionUpdate> {
     } else {
         ConditionUpdate::new(ConditionType::Ready, false, "WorkersNotReady", counts)
     };
-    let degraded = match &fleet.stalled {
-        Some(why) => ConditionUpdate::new(
+    let max_attempts = u32::try_from(max_attempts).unwrap_or(0);
+    let degraded = match (&fleet.stalled, &progress.most_attempted) {
+        (Some(why), _) => ConditionUpdate::new(
             ConditionType::Degraded,
             true,
             "WorkersStalled",
             format!("the worker Deployment cannot make progress: {why}"),
         ),
-        None => ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
+        (None, Some((attempts, batch))) if *attempts > max_attempts => ConditionUpdate::new(
+            ConditionType::Degraded,
+            true,
+            "BatchKeepsFailing",
+            format!(
+                "{batch} was handed out {attempts} times without finishing \
+                 (spec.failurePolicy.maxAttemptsPerBatch is {max_attempts}): its workers \
+                 die, stall or keep hitting transient errors on it; see the worker logs. \
+                 It is still retried"
+            ),
+        ),
+        _ => ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
     };
     vec![
         ready,

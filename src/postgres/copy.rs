@@ -222,24 +222,27 @@ pub async fn copy_range(
     spec: &CopySpec,
     rows: Rows<'_>,
 ) -> Result<RangeCopy, PgError> {
-    // Read the batch once; it is small (one batch) and may be written twice.
-    let out = source
-        .copy_out(&spec.copy_out_sql(&rows)?)
-        .await
-        .map_err(|e| PgError::from_driver("read source range", &e))?;
-    pin_mut!(out);
+    // The batch is kept as it streams by (one batch is small), because a
+    // batch the target refuses is written a second time, through staging.
     let mut chunks: Vec<Bytes> = Vec::new();
-    while let Some(chunk) = out.next().await {
-        chunks.push(chunk.map_err(|e| PgError::from_driver("read source range", &e))?);
-    }
 
-    // Fast path: straight into the target, all or nothing. It fails over to
-    // the staging path when any row is refused (a key that exists for upsert,
-    // a constraint), which then sorts it out.
-    if spec.direct
-        && let Some(done) = copy_direct(tx, spec, &chunks).await?
-    {
-        return Ok(done);
+    // Fast path: straight into the target, all or nothing, while it is read
+    // from the source (both servers work at once). It fails over to the
+    // staging path when any row is refused (a key that exists for upsert, a
+    // constraint), which then sorts it out.
+    if spec.direct {
+        if let Some(done) = copy_direct(source, tx, spec, &rows, &mut chunks).await? {
+            return Ok(done);
+        }
+    } else {
+        let out = source
+            .copy_out(&spec.copy_out_sql(&rows)?)
+            .await
+            .map_err(|e| PgError::from_driver("read source range", &e))?;
+        pin_mut!(out);
+        while let Some(chunk) = out.next().await {
+            chunks.push(chunk.map_err(|e| PgError::from_driver("read source range", &e))?);
+        }
     }
 
     tx.batch_execute(&format!("TRUNCATE {STAGING} RESTART IDENTITY"))
@@ -281,22 +284,20 @@ pub async fn copy_range(
     })
 }
 
-/// The fast path: the batch straight into the target in a savepoint.
+/// The fast path: the batch streamed from the source straight into the
+/// target, in a savepoint. Every chunk read is also kept in `chunks`.
 /// `None` when the target refused a row (rolled back; use staging).
 async fn copy_direct(
+    source: &Client,
     tx: &Transaction<'_>,
     spec: &CopySpec,
-    chunks: &[Bytes],
+    rows: &Rows<'_>,
+    chunks: &mut Vec<Bytes>,
 ) -> Result<Option<RangeCopy>, PgError> {
     tx.batch_execute("SAVEPOINT freight_direct")
         .await
         .map_err(|e| PgError::from_driver("savepoint", &e))?;
-    let direct = format!(
-        "COPY {} ({}) FROM STDIN (FORMAT binary)",
-        qualified(&spec.target),
-        column_list(&spec.columns)
-    );
-    match copy_in(tx, &direct, chunks).await {
+    match stream_into_target(source, tx, spec, rows, chunks).await? {
         Ok(read) => {
             tx.batch_execute("RELEASE SAVEPOINT freight_direct")
                 .await
@@ -307,12 +308,61 @@ async fn copy_direct(
                 failed: Vec::new(),
             }))
         }
-        Err(e) if e.kind == PgErrorKind::Rejected => {
+        Err(refused) => {
+            tracing::debug!(error = %refused, "the target refused the batch; writing it through staging");
             tx.batch_execute("ROLLBACK TO SAVEPOINT freight_direct")
                 .await
                 .map_err(|e| PgError::from_driver("rollback savepoint", &e))?;
             Ok(None)
         }
+    }
+}
+
+/// Pipes the batch's `COPY ... TO STDOUT` into `COPY target FROM STDIN`.
+/// The outer error is fatal; the inner one is the target refusing data (the
+/// rest of the source is still read into `chunks`).
+async fn stream_into_target(
+    source: &Client,
+    tx: &Transaction<'_>,
+    spec: &CopySpec,
+    rows: &Rows<'_>,
+    chunks: &mut Vec<Bytes>,
+) -> Result<Result<u64, PgError>, PgError> {
+    let out = source
+        .copy_out(&spec.copy_out_sql(rows)?)
+        .await
+        .map_err(|e| PgError::from_driver("read source range", &e))?;
+    pin_mut!(out);
+    let direct = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        qualified(&spec.target),
+        column_list(&spec.columns)
+    );
+    let sink = tx
+        .copy_in(&direct)
+        .await
+        .map_err(|e| PgError::from_driver("start copy into the target", &e))?;
+    pin_mut!(sink);
+    let mut refused: Option<PgError> = None;
+    while let Some(chunk) = out.next().await {
+        let chunk = chunk.map_err(|e| PgError::from_driver("read source range", &e))?;
+        if refused.is_none()
+            && let Err(e) = sink.feed(chunk.clone()).await
+        {
+            refused = Some(PgError::from_driver("copy into the target", &e));
+        }
+        chunks.push(chunk);
+    }
+    let result = match refused {
+        Some(e) => Err(e),
+        None => sink
+            .finish()
+            .await
+            .map_err(|e| PgError::from_driver("finish copy into the target", &e)),
+    };
+    match result {
+        Ok(read) => Ok(Ok(read)),
+        Err(e) if e.kind == PgErrorKind::Rejected => Ok(Err(e)),
         Err(e) => Err(e),
     }
 }
@@ -325,7 +375,7 @@ async fn copy_in(tx: &Transaction<'_>, sql: &str, chunks: &[Bytes]) -> Result<u6
         .map_err(|e| PgError::from_driver("start copy into the target", &e))?;
     pin_mut!(sink);
     for chunk in chunks {
-        sink.send(chunk.clone())
+        sink.feed(chunk.clone())
             .await
             .map_err(|e| PgError::from_driver("copy into the target", &e))?;
     }

@@ -351,6 +351,41 @@ pub async fn recent_failures(
         .collect())
 }
 
+/// The unfinished batch handed out most often.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MostAttempted {
+    /// The batch.
+    pub batch_id: i64,
+    /// Times it was leased.
+    pub attempts: i32,
+    /// Its inclusive lower key bound (None: unbounded, or a retry batch).
+    pub lower: Option<String>,
+    /// Its exclusive upper key bound.
+    pub upper: Option<String>,
+}
+
+/// The unfinished batch that was leased most often, if any is unfinished.
+pub async fn most_attempted(
+    client: &Client,
+    job_uid: &str,
+) -> Result<Option<MostAttempted>, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT batch_id, attempts, lower_key, upper_key FROM freight.batches
+              WHERE job_uid = $1::text::uuid AND state <> 'done'
+              ORDER BY attempts DESC, batch_id LIMIT 1",
+            &[&job_uid],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("read batch attempts", &e))?;
+    Ok(row.map(|r| MostAttempted {
+        batch_id: r.get(0),
+        attempts: r.get(1),
+        lower: r.get(2),
+        upper: r.get(3),
+    }))
+}
+
 /// The retry round the ledger has scheduled last (`spec.retryFailed`).
 pub async fn retry_round(client: &Client, job_uid: &str) -> Result<i64, PgError> {
     client

@@ -54,6 +54,8 @@ pub struct WorkerConfig {
     pub metrics_addr: SocketAddr,
     /// What the batch loop needs (coordinator, databases, tables).
     pub batches: BatchConfig,
+    /// Batch loops run at once.
+    pub lanes: usize,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -99,6 +101,17 @@ impl WorkerConfig {
             source: json("FREIGHT_SOURCE_SPEC")?,
             target: json("FREIGHT_TARGET_SPEC")?,
         };
+        let lanes = match std::env::var("FREIGHT_BATCHES_PER_WORKER") {
+            Err(_) => 1,
+            Ok(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=16).contains(n))
+                .ok_or(WorkerError::InvalidEnv {
+                    name: "FREIGHT_BATCHES_PER_WORKER",
+                    reason: format!("{v:?} is not a number from 1 to 16"),
+                })?,
+        };
         Ok(Self {
             job_name,
             job_namespace,
@@ -106,6 +119,7 @@ impl WorkerConfig {
             token,
             metrics_addr,
             batches,
+            lanes,
         })
     }
 }
@@ -135,7 +149,28 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), WorkerError> {
     readiness.set_ready();
     let mut server = tokio::spawn(http::serve(cfg.metrics_addr, encoder, readiness.clone()));
     let mut shutdown = crate::signals::shutdown_signal();
-    let work = batches::run(&cfg.batches, &metrics, shutdown.clone());
+    // Each lane is a batch loop with its own connections, leasing as
+    // `<pod>/<lane>`; the worker is done when every lane is.
+    let lanes: Vec<BatchConfig> = (0..cfg.lanes)
+        .map(|lane| BatchConfig {
+            worker: format!("{}/{lane}", cfg.pod_name),
+            ..cfg.batches.clone()
+        })
+        .collect();
+    let lane_shutdown = shutdown.clone();
+    let work = async {
+        let stopped = futures::future::join_all(
+            lanes
+                .iter()
+                .map(|lane| batches::run(lane, &metrics, lane_shutdown.clone())),
+        )
+        .await;
+        if stopped.iter().all(|s| *s == Stopped::JobFinished) {
+            Stopped::JobFinished
+        } else {
+            Stopped::Shutdown
+        }
+    };
     tokio::pin!(work);
     tokio::select! {
         stopped = &mut work => {

@@ -81,7 +81,7 @@ pub async fn migrate(
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(axum::serve(listener, router(registry.clone())).into_future());
+    tokio::spawn(freight::http::serve_on(listener, router(registry.clone())));
 
     let secret = SecretKeyRef {
         name: "unused".into(),
