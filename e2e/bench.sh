@@ -180,13 +180,15 @@ EOF
   RUN_PLANNING=$(tail -n +"$((log_lines + 1))" "$LOGS/operator.log" |
     jq -Rr 'fromjson? | select(.message == "planned") | .seconds' | tail -n 1)
   RUN_PLANNING=$(awk -v s="${RUN_PLANNING:--1}" 'BEGIN { if (s < 0) print "-"; else printf "%.1f", s }')
-  # The ledger's clock (now() of each transaction; same host clock as $EPOCHREALTIME).
+  # The ledger's clock (same host clock as $EPOCHREALTIME). finished_at is now(), i.e.
+  # when the batch's write transaction began, not when it committed.
   local planned first last
   read -r planned first last < <(pg_sql crm "SELECT extract(epoch FROM j.planned_at),
       extract(epoch FROM min(b.finished_at)), extract(epoch FROM max(b.finished_at))
     FROM freight.jobs j JOIN freight.batches b USING (job_uid) GROUP BY j.planned_at" | tr '|' ' ')
   RUN_BREAKDOWN="apply→planned $(sub "$t_apply" "$planned")s, planned→first batch $(sub "$planned" "$first")s"
   RUN_BREAKDOWN+=", first→last batch $(sub "$first" "$last")s, last batch→Succeeded $(sub "$last" "$ts")s"
+  RUN_BREAKDOWN+=" (batch times: ledger finished_at)"
   local sum
   sum=$(pg_checksum crm)
   [[ "${sum%% *}" == "$ROWS" ]] || die "run $n: target has ${sum%% *} rows, expected $ROWS"
