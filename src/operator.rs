@@ -9,7 +9,10 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client, Resource,
     core::PartialObjectMeta,
-    runtime::{Controller, controller::Config as ControllerConfig, events::Reporter, watcher},
+    runtime::{
+        Controller, controller::Config as ControllerConfig, events::Reporter, reflector::ObjectRef,
+        watcher,
+    },
 };
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use serde::de::DeserializeOwned;
@@ -232,6 +235,10 @@ async fn run_controller(
         watcher::Config::default(),
     );
     let store = controller.store();
+    // The coordinator asks for a look at a job when its last batches are out.
+    let nudges = registry
+        .nudges()
+        .map(|key| ObjectRef::new(&key.name).within(&key.namespace));
     // Secrets are watched as metadata only: enough to notice that a referenced
     // Secret appeared or changed, without streaming Secret data.
     controller
@@ -242,6 +249,7 @@ async fn run_controller(
             watcher::Config::default(),
             move |secret| jobs_for_secret(&secret, &store.state()),
         )
+        .reconcile_on(nudges)
         .with_config(ControllerConfig::default().concurrency(8))
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)

@@ -79,6 +79,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<MigrationJob>, u32>>,
     /// Database connections by job UID and side (source or target).
     connections: Mutex<HashMap<(String, Side), Arc<SharedClient>>>,
+    /// Jobs whose ledger schema this process has installed.
+    installed: Mutex<std::collections::HashSet<String>>,
     /// When each job's status was last written.
     status_writes: Mutex<HashMap<ObjectRef<MigrationJob>, Instant>>,
 }
@@ -107,7 +109,26 @@ impl Context {
             failures: Mutex::default(),
             connections: Mutex::default(),
             status_writes: Mutex::default(),
+            installed: Mutex::default(),
         }
+    }
+
+    /// Whether the ledger schema still needs installing for job `uid` (once
+    /// per process; installing is idempotent).
+    pub fn needs_ledger_install(&self, uid: &str) -> bool {
+        !self
+            .installed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(uid)
+    }
+
+    /// Notes that the ledger schema is installed for job `uid`.
+    pub fn ledger_installed(&self, uid: &str) {
+        self.installed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_owned());
     }
 
     /// Uses these data-plane settings and serves jobs through `registry`.
@@ -130,7 +151,9 @@ impl Context {
                 // in a crash of the target only makes its batch leasable again.
                 let session = match side {
                     Side::Source => "",
-                    Side::Target => "SET synchronous_commit = off",
+                    Side::Target => {
+                        "SET synchronous_commit = off; SET client_min_messages = warning"
+                    }
                 };
                 let c = Arc::new(SharedClient::new(url.to_owned(), session));
                 connections.insert(key, c.clone());
@@ -145,6 +168,10 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(u, _), _| u != uid);
+        self.installed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
     }
 
     /// How long to wait before the next progress-only status write of `job`

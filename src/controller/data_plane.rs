@@ -111,7 +111,10 @@ pub async fn prepare(
         Err(ResolveError::Source(e)) => return db_failure(Side::Source, e).map(Err),
         Err(ResolveError::Target(e)) => return db_failure(Side::Target, e).map(Err),
     }
-    on!(Side::Target, ledger::install(&target).await);
+    if ctx.needs_ledger_install(&uid) {
+        on!(Side::Target, ledger::install(&target).await);
+        ctx.ledger_installed(&uid);
+    }
     let planned = on!(Side::Target, ledger::planned(&target, &uid).await);
     Ok(Ok(planned.is_some()))
 }

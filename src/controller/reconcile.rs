@@ -43,6 +43,8 @@ use crate::{
 
 /// How often a job is looked at again when nothing triggers it.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a job blocked by its databases is looked at again.
+const DATABASE_RECHECK: Duration = Duration::from_secs(15);
 /// How often a job whose last batches are out is looked at.
 const FINISHING: Duration = Duration::from_secs(1);
 
@@ -121,7 +123,7 @@ async fn apply(job: &MigrationJob, ctx: &Context) -> Result<Action> {
         Ok(urls) => urls,
     };
     let planned = match data_plane::prepare(job, ctx, &urls).await? {
-        Err(problem) => return blocked(job, ctx, &namespace, &key, problem).await,
+        Err(problem) => return blocked_in_database(job, ctx, &namespace, &key, problem).await,
         Ok(planned) => planned,
     };
     let mut job = job.clone();
@@ -133,14 +135,14 @@ async fn apply(job: &MigrationJob, ctx: &Context) -> Result<Action> {
             job.status = Some(status);
         }
         if let Err(problem) = data_plane::plan(&job, &urls).await? {
-            return blocked(&job, ctx, &namespace, &key, problem).await;
+            return blocked_in_database(&job, ctx, &namespace, &key, problem).await;
         }
     }
     if let Err(problem) = data_plane::retry_if_asked(&job, ctx, &urls).await? {
-        return blocked(&job, ctx, &namespace, &key, problem).await;
+        return blocked_in_database(&job, ctx, &namespace, &key, problem).await;
     }
     let progress = match data_plane::progress(&job, ctx, &urls).await? {
-        Err(problem) => return blocked(&job, ctx, &namespace, &key, problem).await,
+        Err(problem) => return blocked_in_database(&job, ctx, &namespace, &key, problem).await,
         Ok(progress) => progress,
     };
     let in_progress = matches!(
@@ -194,6 +196,20 @@ async fn blocked(
 ) -> Result<Action> {
     ctx.registry.remove(key);
     settle(job, ctx, namespace, &Observation::Blocked(problem)).await
+}
+
+/// The databases do not fit the spec (a table or column missing, bad
+/// credentials): report it, and look again every [`DATABASE_RECHECK`], since
+/// no Kubernetes event announces a fix made in a database.
+async fn blocked_in_database(
+    job: &MigrationJob,
+    ctx: &Context,
+    namespace: &str,
+    key: &JobKey,
+    problem: ConfigProblem,
+) -> Result<Action> {
+    blocked(job, ctx, namespace, key, problem).await?;
+    Ok(Action::requeue(DATABASE_RECHECK))
 }
 
 /// Writes the status `observation` calls for, if it changed. Changes of

@@ -118,7 +118,11 @@ async fn lease(
             lease_seconds: job.lease_seconds,
         })
         .into_response(),
-        Ok(None) => retry_later(StatusCode::NO_CONTENT, 2),
+        Ok(None) => {
+            // Nothing left to hand out: the job may be about to finish.
+            registry.nudge(&key);
+            retry_later(StatusCode::NO_CONTENT, 2)
+        }
         Err(e) => {
             tracing::warn!(job = %key.name, namespace = %key.namespace, error = %e, "lease failed");
             retry_later(StatusCode::SERVICE_UNAVAILABLE, 2)

@@ -2,8 +2,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
 };
+
+use futures::channel::mpsc;
 
 use sha2::{Digest, Sha256};
 
@@ -73,12 +76,53 @@ impl JobEntry {
 
 /// The jobs being served, shared between the reconciler and the API.
 #[derive(Clone, Default)]
-pub struct Registry(Arc<RwLock<HashMap<JobKey, Arc<JobEntry>>>>);
+pub struct Registry {
+    jobs: Arc<RwLock<HashMap<JobKey, Arc<JobEntry>>>>,
+    nudges: Arc<Mutex<Nudges>>,
+}
+
+/// Where "look at this job now" goes, and when each job was last nudged.
+#[derive(Default)]
+struct Nudges {
+    sender: Option<mpsc::UnboundedSender<JobKey>>,
+    last: HashMap<JobKey, Instant>,
+}
+
+/// Least time between two nudges of one job.
+const NUDGE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Registry {
+    /// Nudges (see [`nudge`](Self::nudge)) arrive on the returned stream
+    /// from now on.
+    pub fn nudges(&self) -> mpsc::UnboundedReceiver<JobKey> {
+        let (sender, receiver) = mpsc::unbounded();
+        let mut nudges = self.nudges.lock().unwrap_or_else(|e| e.into_inner());
+        nudges.sender = Some(sender);
+        nudges.last.clear();
+        receiver
+    }
+
+    /// Asks the reconciler to look at `key` soon (e.g. its last batch is
+    /// out, so it may be about to finish). At most once a second per job.
+    pub fn nudge(&self, key: &JobKey) {
+        let mut nudges = self.nudges.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if nudges
+            .last
+            .get(key)
+            .is_some_and(|last| now.duration_since(*last) < NUDGE_INTERVAL)
+        {
+            return;
+        }
+        nudges.last.insert(key.clone(), now);
+        if let Some(sender) = &nudges.sender {
+            let _ = sender.unbounded_send(key.clone());
+        }
+    }
+
     /// Adds or replaces a job.
     pub fn upsert(&self, key: JobKey, entry: JobEntry) {
-        self.0
+        self.jobs
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, Arc::new(entry));
@@ -86,7 +130,7 @@ impl Registry {
 
     /// Forgets a job.
     pub fn remove(&self, key: &JobKey) {
-        self.0
+        self.jobs
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
@@ -94,12 +138,12 @@ impl Registry {
 
     /// Forgets every job (this replica stopped coordinating).
     pub fn clear(&self) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.jobs.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// The entry of a job.
     pub fn get(&self, key: &JobKey) -> Option<Arc<JobEntry>> {
-        self.0
+        self.jobs
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)

@@ -229,7 +229,7 @@ pub async fn complete(
         .execute(
             "UPDATE freight.batches
                 SET state = 'done', processed_records = $4, failed_records = $5,
-                    finished_at = now(), lease_expires = NULL
+                    finished_at = clock_timestamp(), lease_expires = NULL
               WHERE job_uid = $1::text::uuid AND batch_id = $2 AND lease_id = $3::text::uuid
                 AND state = 'leased'",
             &[
