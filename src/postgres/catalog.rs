@@ -55,3 +55,28 @@ pub async fn table_columns(client: &Client, table: &TableRef) -> Result<Vec<Colu
         })
         .collect())
 }
+
+/// Whether `column` alone has a unique index (a primary key or unique
+/// constraint, not partial, not on an expression) in `table`: what
+/// `INSERT ... ON CONFLICT (column)` needs.
+pub async fn has_unique_key(
+    client: &Client,
+    table: &TableRef,
+    column: &str,
+) -> Result<bool, PgError> {
+    client
+        .query_one(
+            "SELECT EXISTS (
+               SELECT 1 FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+                WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3
+                  AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1
+                  AND i.indpred IS NULL AND i.indexprs IS NULL)",
+            &[&table.schema, &table.table, &column],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| PgError::from_driver("read unique keys", &e))
+}

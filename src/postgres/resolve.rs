@@ -7,11 +7,11 @@
 use tokio_postgres::Client;
 
 use super::{
-    catalog::{Column, TableRef, table_columns},
+    catalog::{Column, TableRef, has_unique_key, table_columns},
     copy::CopySpec,
     error::{PgError, PgErrorKind},
 };
-use crate::api::{PostgresSource, PostgresTarget};
+use crate::api::{PostgresSource, PostgresTarget, WriteMode};
 
 /// Why a job's tables cannot be used as configured.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +125,23 @@ pub async fn resolve_copy_spec(
                 dst.schema,
                 dst.table,
                 missing.join(", ")
+            ),
+        ));
+    }
+    // Upsert is INSERT ... ON CONFLICT (key): without a unique key on it the
+    // target would silently collect duplicates.
+    if dst.mode == WriteMode::Upsert
+        && !has_unique_key(target, &target_table, &src.key_column)
+            .await
+            .map_err(ResolveError::Target)?
+    {
+        return Err(invalid(
+            "UpsertNeedsUniqueKey",
+            format!(
+                "spec.target.postgres.mode is upsert, but column {:?} of {}.{} has no unique \
+                 key (primary key or unique constraint on that column alone); add one, or use \
+                 mode insert",
+                src.key_column, dst.schema, dst.table
             ),
         ));
     }
