@@ -41,7 +41,8 @@ else
 fi
 
 step "smoke-checking the control plane (nodes, pods, HPA, CEL, aggregated external metrics API)"
-smoke=$(bash e2e/cluster/smoke.sh | tee /dev/stderr | tail -n 1)
+# tee -a: without O_APPEND, tee would truncate a log file that stderr points to.
+smoke=$(bash e2e/cluster/smoke.sh | tee -a /dev/stderr | tail -n 1)
 [[ "$smoke" =~ ^smoke:\ [0-9]+\ passed,\ 0\ failed,\ 0\ skipped$ ]] || {
   step "the control plane smoke check did not fully pass: $smoke"
   exit 1
