@@ -34,7 +34,8 @@ pub struct MigrationJobSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("target is immutable; create a new MigrationJob to migrate to another target"))]
     pub target: TargetSpec,
     /// Records per batch (1-100000). A batch is the unit of leasing, retry and
-    /// progress. Default 1000. Immutable.
+    /// progress; each worker holds `workers.batchesPerWorker` batches in memory
+    /// at once, so lower it for very wide rows. Default 10000. Immutable.
     #[serde(default = "default_batch_size")]
     #[schemars(range(min = 1, max = 100_000))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("batchSize is immutable"))]
@@ -61,5 +62,5 @@ pub struct MigrationJobSpec {
 }
 
 fn default_batch_size() -> i32 {
-    1000
+    10_000
 }
