@@ -45,8 +45,9 @@ use crate::{
 const RESYNC: Duration = Duration::from_secs(300);
 /// How often a job blocked by its databases is looked at again.
 const DATABASE_RECHECK: Duration = Duration::from_secs(15);
-/// How often a job whose last batches are out is looked at.
-const FINISHING: Duration = Duration::from_secs(1);
+/// How often a job whose last batches are out is looked at (a short
+/// stretch at the end of a job; nothing is written unless the phase changes).
+const FINISHING: Duration = Duration::from_millis(250);
 
 /// Reconciles one MigrationJob.
 pub async fn reconcile(job: Arc<MigrationJob>, ctx: Arc<Context>) -> Result<Action> {
@@ -243,7 +244,7 @@ async fn settle(
     {
         let wait = ctx.status_write_delay(&job_ref);
         if !wait.is_zero() {
-            return Ok(Action::requeue(wait));
+            return Ok(Action::requeue(wait.min(next)));
         }
     }
     write_status(job, ctx, namespace, &status).await?;
