@@ -66,12 +66,7 @@ cleanup() {
   fi
   if [[ -d "$FREIGHT_E2E_STATE/pods" ]]; then rm -rf "$LOGS/pods" && cp -r "$FREIGHT_E2E_STATE/pods" "$LOGS/"; fi
   step "cleaning up"
-  if [[ -n "$FREIGHT_OPERATOR_PID" ]] && ((!FREIGHT_CLUSTER_STARTED)); then
-    freight_delete_job "$NS" "$JOB" || true
-  fi
-  freight_stop
-  pg_stop "$PG_DIR"
-  freight_cluster_down
+  freight_teardown "$NS" "$JOB" "$PG_DIR"
   exit "$rc"
 }
 trap cleanup EXIT

@@ -91,13 +91,7 @@ EOF
     exit "$rc"
   fi
   step "cleaning up"
-  # While the operator runs: its finalizer stops the workers and clears the ledger.
-  if [[ -n "$FREIGHT_OPERATOR_PID" ]] && ((!FREIGHT_CLUSTER_STARTED)); then
-    freight_delete_job "$NS" "$JOB" || true
-  fi
-  freight_stop
-  pg_stop "$PG_DIR"
-  freight_cluster_down
+  freight_teardown "$NS" "$JOB" "$PG_DIR"
   exit "$rc"
 }
 trap cleanup EXIT

@@ -144,3 +144,16 @@ freight_cluster_down() {
   bash "$root/e2e/cluster/down.sh" >/dev/null 2>&1 || true
   FREIGHT_CLUSTER_STARTED=0
 }
+
+# Stops everything a demo or bench run started: the job (while the operator
+# still runs, so its finalizer stops the workers and clears the ledger, unless
+# the cluster goes away anyway), operator and pod runner, PostgreSQL, and the
+# control plane if this run started it. Usage: freight_teardown NS JOB PG_DIR
+freight_teardown() {
+  if [[ -n "$FREIGHT_OPERATOR_PID" ]] && ((!FREIGHT_CLUSTER_STARTED)); then
+    freight_delete_job "$1" "$2" || true
+  fi
+  freight_stop
+  pg_stop "$3"
+  freight_cluster_down
+}
