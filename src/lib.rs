@@ -2,9 +2,10 @@
 //!
 //! - [`api`]: the `MigrationJob` custom resource (what `kubectl explain` shows).
 //! - [`domain`]: the pure data-plane core (planning, outcome, isolation), no Kubernetes.
-//! - [`controller`]: the reconcile pipeline (validate → build → apply → status).
+//! - [`controller`]: the reconcile: observe (one snapshot) → decide (pure plan) → act.
 //! - [`operator`]: process wiring: controller, leader election, HTTP endpoints.
 pub mod api;
+pub mod backoff;
 pub mod controller;
 pub mod coordinator;
 pub mod crd;

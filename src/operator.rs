@@ -10,8 +10,8 @@ use kube::{
     Api, Client, Resource,
     core::PartialObjectMeta,
     runtime::{
-        Controller, controller::Config as ControllerConfig, events::Reporter, reflector::ObjectRef,
-        watcher,
+        Controller, WatchStreamExt, controller::Config as ControllerConfig, events::Reporter,
+        reflector::ObjectRef, watcher,
     },
 };
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
@@ -26,6 +26,9 @@ use crate::{
         context::DataPlaneSettings,
         labels::FIELD_MANAGER,
         reconcile::{error_policy, reconcile},
+        stores::{
+            Stores, autoscaler_signature, deployment_signature, reflect_changes, secret_signature,
+        },
         triggers::jobs_for_secret,
     },
     coordinator::{self, Registry},
@@ -212,6 +215,7 @@ async fn run_controller(
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = cfg.namespace.as_deref();
+    let (stores, writers) = Stores::new();
     let ctx = Arc::new(
         Context::new(
             client.clone(),
@@ -225,34 +229,56 @@ async fn run_controller(
                 controller: FIELD_MANAGER.into(),
                 instance: Some(cfg.identity.clone()),
             },
+            stores,
         )
         .with_data_plane(cfg.data_plane.clone(), registry.clone()),
     );
     let managed =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=freight-operator");
+    // Children are cached (a reconcile reads them there, not from the API
+    // server) and trigger a reconcile only when something that matters
+    // changed: what the operator applied, replicas, readiness, stalls.
+    let deployments = reflect_changes(
+        watcher(scoped::<Deployment>(&client, ns), managed.clone()).default_backoff(),
+        writers.deployments,
+        deployment_signature,
+    );
+    let autoscalers = reflect_changes(
+        watcher(scoped::<HorizontalPodAutoscaler>(&client, ns), managed).default_backoff(),
+        writers.autoscalers,
+        autoscaler_signature,
+    );
+    // Secrets are watched as metadata only: enough to notice that a referenced
+    // Secret appeared or changed, without streaming Secret data.
+    let secrets = reflect_changes(
+        watcher(
+            scoped::<PartialObjectMeta<Secret>>(&client, ns),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+        writers.secrets,
+        secret_signature,
+    );
     let controller = Controller::new(
         scoped::<MigrationJob>(&client, ns),
         watcher::Config::default(),
     );
     let store = controller.store();
-    // The coordinator asks for a look at a job when its last batches are out.
+    // The coordinator asks for a look at a job when its last batches are out
+    // (and planning asks when it ends).
     let nudges = registry
         .nudges()
         .map(|key| ObjectRef::new(&key.name).within(&key.namespace));
-    // Secrets are watched as metadata only: enough to notice that a referenced
-    // Secret appeared or changed, without streaming Secret data.
     controller
-        .owns(scoped::<Deployment>(&client, ns), managed.clone())
-        .owns(scoped::<HorizontalPodAutoscaler>(&client, ns), managed)
-        .watches(
-            scoped::<PartialObjectMeta<Secret>>(&client, ns),
-            watcher::Config::default(),
-            move |secret| jobs_for_secret(&secret, &store.state()),
-        )
+        .owns_stream(deployments)
+        .owns_stream(autoscalers)
+        .watches_stream(secrets, move |secret| {
+            jobs_for_secret(&secret, &store.state())
+        })
         .reconcile_on(nudges)
         .with_config(ControllerConfig::default().concurrency(8))
         .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((job, _)) => tracing::debug!(job = %job.name, "reconciled"),
@@ -260,8 +286,10 @@ async fn run_controller(
             }
         })
         .await;
-    // A replica that stopped reconciling no longer knows which jobs may run.
+    // A replica that stopped reconciling no longer knows which jobs may run,
+    // and stops its planning tasks.
     registry.clear();
+    ctx.memory.forget_all();
 }
 
 /// Resolves when the watched flag equals `value`.

@@ -17,12 +17,12 @@ fn children_are_owned_labelled_and_named_after_the_job() {
     assert_eq!(c.credential.name_any(), "contacts-worker");
     assert_eq!(c.autoscaler.name_any(), "contacts-worker");
     assert_eq!(
-        c.deployment.name_any(),
-        format!("contacts-worker-{}", c.revision)
+        c.active().deployment.name_any(),
+        format!("contacts-worker-{}", c.active().revision)
     );
     for (meta, kind) in [
         (c.credential.meta(), "Secret"),
-        (c.deployment.meta(), "Deployment"),
+        (c.active().deployment.meta(), "Deployment"),
         (c.autoscaler.meta(), "HPA"),
     ] {
         assert_eq!(meta.namespace.as_deref(), Some("crm"), "{kind}");
@@ -43,10 +43,10 @@ fn deployment_selects_only_its_own_revision_pods() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let spec = c.deployment.spec.unwrap();
+    let spec = c.active().deployment.spec.clone().unwrap();
     let selector = spec.selector.match_labels.unwrap();
     let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
-    assert_eq!(selector["freight.dev/revision"], c.revision);
+    assert_eq!(selector["freight.dev/revision"], c.active().revision);
     for (k, v) in &selector {
         assert_eq!(
             pod_labels.get(k),
@@ -61,7 +61,7 @@ fn worker_env_references_secrets_and_never_holds_values() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let pod = c.deployment.spec.unwrap().template.spec.unwrap();
+    let pod = c.active().deployment.spec.clone().unwrap().template.spec.unwrap();
     let env = pod.containers[0].env.clone().unwrap();
     let by_name = |n: &str| env.iter().find(|e| e.name == n).unwrap().clone();
     let source = by_name("FREIGHT_SOURCE_URL")
@@ -141,8 +141,8 @@ fn autoscaler_bounds_follow_the_spec_and_its_hash_changes() {
         applied_hash(&after.autoscaler)
     );
     assert_eq!(
-        applied_hash(&before.deployment),
-        applied_hash(&after.deployment)
+        applied_hash(&before.active().deployment),
+        applied_hash(&after.active().deployment)
     );
 }
 
@@ -151,9 +151,9 @@ fn stopped_workers_are_pinned_to_zero_otherwise_the_autoscaler_owns_them() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
     let running = desired_children(&job, &owner, &settings(), TOKEN, true);
-    assert_eq!(running.deployment.spec.unwrap().replicas, None);
+    assert_eq!(running.active().deployment.spec.clone().unwrap().replicas, None);
     let stopped = desired_children(&job, &owner, &settings(), TOKEN, false);
-    assert_eq!(stopped.deployment.spec.unwrap().replicas, Some(0));
+    assert_eq!(stopped.active().deployment.spec.clone().unwrap().replicas, Some(0));
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn workers_get_the_coordinator_and_their_tables_but_no_secret_values() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let pod = c.deployment.spec.unwrap().template.spec.unwrap();
+    let pod = c.active().deployment.spec.clone().unwrap().template.spec.unwrap();
     let env = pod.containers[0].env.clone().unwrap();
     let value = |name: &str| {
         env.iter()
@@ -197,6 +197,6 @@ fn default_image_is_the_operators_own() {
     job.spec.workers.image = None;
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let pod = c.deployment.spec.unwrap().template.spec.unwrap();
+    let pod = c.active().deployment.spec.clone().unwrap().template.spec.unwrap();
     assert_eq!(pod.containers[0].image.as_deref(), Some("freight:test"));
 }

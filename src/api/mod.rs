@@ -7,6 +7,7 @@
 
 mod connectors;
 mod policy;
+mod reasons;
 mod spec;
 mod status;
 mod workers;
@@ -15,6 +16,7 @@ pub use connectors::{
     PostgresSource, PostgresTarget, SecretKeyRef, SourceSpec, TargetSpec, WriteMode,
 };
 pub use policy::{FailurePolicy, RolloutSpec};
+pub use reasons::Reason;
 pub use spec::{MigrationJob, MigrationJobSpec};
 pub use status::{
     BatchCounts, ConditionType, FailureSample, MigrationJobStatus, Phase, RolloutStatus,

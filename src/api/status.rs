@@ -16,7 +16,9 @@ pub struct MigrationJobStatus {
     /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Records in the source, measured when the job was planned.
+    /// Records in the source, measured when the job was planned. While the
+    /// job is Planning, the records measured so far (and `batches.total` the
+    /// batches cut so far).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_records: Option<i64>,
     /// Records written to the target.

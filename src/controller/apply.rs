@@ -13,26 +13,10 @@ use super::{
     children::applied_hash,
     config::ConfigProblem,
     context::Context,
-    error::{Result, api_status_code},
+    error::{Halt, Result, Step, api_status_code},
     labels::FIELD_MANAGER,
 };
-
-/// Outcome of applying one child.
-pub enum Applied<K> {
-    /// The existing object already matched; nothing was sent.
-    Unchanged(K),
-    /// The object was created or updated; this is the server's answer.
-    Written(K),
-}
-
-impl<K> Applied<K> {
-    /// The object as it now is.
-    pub fn into_inner(self) -> K {
-        match self {
-            Applied::Unchanged(k) | Applied::Written(k) => k,
-        }
-    }
-}
+use crate::api::Reason;
 
 /// Refuses to take over an object of the same name that this job does not
 /// control (someone else's Deployment, say).
@@ -49,7 +33,7 @@ pub fn check_owned<K: Resource<DynamicType = ()>>(
         Ok(())
     } else {
         Err(ConfigProblem {
-            reason: "NameConflict",
+            reason: Reason::NameConflict,
             message: format!(
                 "{} {} already exists and is not controlled by MigrationJob {owner}; delete or rename it",
                 K::kind(&()),
@@ -59,26 +43,26 @@ pub fn check_owned<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// Applies `desired` unless `existing` carries the same content hash.
+/// Whether `existing` already carries what `desired` would apply (same
+/// content hash), so that nothing needs to be sent.
+pub fn up_to_date<K: Resource>(existing: Option<&K>, desired: &K) -> bool {
+    existing.is_some_and(|e| applied_hash(e).is_some() && applied_hash(e) == applied_hash(desired))
+}
+
+/// Applies `desired` (server-side apply, the operator's field manager).
 ///
 /// An API server refusal of the object itself (422 Invalid) is a problem with
-/// the job's spec, returned as `Ok(Err(problem))`; other failures are errors.
-pub async fn apply_child<K>(
-    ctx: &Context,
-    api: &Api<K>,
-    desired: &K,
-    existing: Option<K>,
-    resource: &'static str,
-) -> Result<Result<Applied<K>, ConfigProblem>>
+/// the job's spec ([`Halt::Blocked`]); other failures are errors to retry.
+pub async fn apply_child<K>(ctx: &Context, desired: &K, resource: &'static str) -> Step<K>
 where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
 {
-    if let Some(existing) = existing
-        && applied_hash(&existing).is_some()
-        && applied_hash(&existing) == applied_hash(desired)
-    {
-        return Ok(Ok(Applied::Unchanged(existing)));
-    }
+    let namespace = desired.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.ensure_leader()?;
     ctx.metrics.write(resource, "apply");
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -86,9 +70,9 @@ where
         .patch(&desired.name_any(), &params, &Patch::Apply(desired))
         .await
     {
-        Ok(obj) => Ok(Ok(Applied::Written(obj))),
-        Err(kube::Error::Api(status)) if status.code == 422 => Ok(Err(ConfigProblem {
-            reason: "InvalidWorkerTemplate",
+        Ok(obj) => Ok(obj),
+        Err(kube::Error::Api(status)) if status.code == 422 => Err(Halt::Blocked(ConfigProblem {
+            reason: Reason::InvalidWorkerTemplate,
             message: format!(
                 "the API server refused {} {}: {}",
                 K::kind(&()),
@@ -103,13 +87,17 @@ where
 /// Deletes a child; one that is already gone is fine.
 pub async fn delete_child<K>(
     ctx: &Context,
-    api: &Api<K>,
+    namespace: &str,
     name: &str,
     resource: &'static str,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
 {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     ctx.ensure_leader()?;
     ctx.metrics.write(resource, "delete");
     match api.delete(name, &DeleteParams::background()).await {

@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::ConditionType;
+use crate::api::{ConditionType, Reason};
 
 /// What a condition should say now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,8 +11,8 @@ pub struct ConditionUpdate {
     pub type_: ConditionType,
     /// True or false.
     pub status: bool,
-    /// PascalCase reason.
-    pub reason: String,
+    /// Why.
+    pub reason: Reason,
     /// Human-readable explanation.
     pub message: String,
 }
@@ -22,13 +22,13 @@ impl ConditionUpdate {
     pub fn new(
         type_: ConditionType,
         status: bool,
-        reason: impl Into<String>,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Self {
             type_,
             status,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
@@ -55,7 +55,7 @@ pub fn merge_conditions(
             Condition {
                 type_: u.type_.as_str().to_owned(),
                 status: status.to_owned(),
-                reason: u.reason.clone(),
+                reason: u.reason.as_str().to_owned(),
                 message: u.message.clone(),
                 observed_generation: generation,
                 last_transition_time,
@@ -77,18 +77,18 @@ mod tests {
     fn unchanged_status_keeps_transition_time() {
         let first = merge_conditions(
             &[],
-            &[ConditionUpdate::new(ConditionType::Ready, false, "A", "a")],
+            &[ConditionUpdate::new(ConditionType::Ready, false, Reason::Planning, "a")],
             Some(1),
             t(100),
         );
         let second = merge_conditions(
             &first,
-            &[ConditionUpdate::new(ConditionType::Ready, false, "B", "b")],
+            &[ConditionUpdate::new(ConditionType::Ready, false, Reason::Running, "b")],
             Some(2),
             t(200),
         );
         assert_eq!(second[0].last_transition_time, t(100));
-        assert_eq!(second[0].reason, "B");
+        assert_eq!(second[0].reason, "Running");
         assert_eq!(second[0].observed_generation, Some(2));
     }
 
@@ -96,13 +96,13 @@ mod tests {
     fn flipped_status_moves_transition_time() {
         let first = merge_conditions(
             &[],
-            &[ConditionUpdate::new(ConditionType::Ready, false, "A", "a")],
+            &[ConditionUpdate::new(ConditionType::Ready, false, Reason::Planning, "a")],
             Some(1),
             t(100),
         );
         let second = merge_conditions(
             &first,
-            &[ConditionUpdate::new(ConditionType::Ready, true, "A", "a")],
+            &[ConditionUpdate::new(ConditionType::Ready, true, Reason::Planning, "a")],
             Some(1),
             t(200),
         );
@@ -113,8 +113,8 @@ mod tests {
     #[test]
     fn recomputing_the_same_state_is_identical() {
         let updates = [
-            ConditionUpdate::new(ConditionType::Ready, true, "R", "r"),
-            ConditionUpdate::new(ConditionType::Failed, false, "F", "f"),
+            ConditionUpdate::new(ConditionType::Ready, true, Reason::WorkersReady, "r"),
+            ConditionUpdate::new(ConditionType::Failed, false, Reason::NoFailure, "f"),
         ];
         let first = merge_conditions(&[], &updates, Some(3), t(100));
         let again = merge_conditions(&first, &updates, Some(3), t(999));

@@ -6,14 +6,14 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::api::{MigrationJob, SecretKeyRef};
+use crate::api::{MigrationJob, Reason, SecretKeyRef};
 
 /// Something a user must fix before the job can run. Its reason and message
 /// go into the job's conditions and a Warning event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigProblem {
-    /// PascalCase reason, e.g. `SecretNotFound`.
-    pub reason: &'static str,
+    /// Why, e.g. [`Reason::SecretNotFound`].
+    pub reason: Reason,
     /// What is wrong, naming the field and the object.
     pub message: String,
 }
@@ -56,7 +56,7 @@ pub fn check_secret_ref<'s>(
     let key = &used.secret.key;
     let Some(secret) = found else {
         return Err(ConfigProblem {
-            reason: "SecretNotFound",
+            reason: Reason::SecretNotFound,
             message: format!(
                 "Secret {namespace}/{name} referenced by {} does not exist",
                 used.field
@@ -77,14 +77,14 @@ pub fn check_secret_ref<'s>(
         });
     match value {
         None => Err(ConfigProblem {
-            reason: "SecretKeyNotFound",
+            reason: Reason::SecretKeyNotFound,
             message: format!(
                 "Secret {namespace}/{name} has no key {key:?} (referenced by {}.key)",
                 used.field
             ),
         }),
         Some([]) => Err(ConfigProblem {
-            reason: "SecretKeyEmpty",
+            reason: Reason::SecretKeyEmpty,
             message: format!(
                 "key {key:?} of Secret {namespace}/{name} is empty (referenced by {}.key)",
                 used.field
@@ -106,7 +106,7 @@ pub fn check_not_self_copy(
     };
     if source_url == target_url && src.schema == dst.schema && src.table == dst.table {
         return Err(ConfigProblem {
-            reason: "SourceIsTarget",
+            reason: Reason::SourceIsTarget,
             message: format!(
                 "spec.target.postgres names the same database and table as spec.source.postgres ({}.{}); a job cannot copy a table onto itself",
                 src.schema, src.table
@@ -147,7 +147,7 @@ mod tests {
             secret: &r,
         };
         let p = check_secret_ref("crm", &used, None).unwrap_err();
-        assert_eq!(p.reason, "SecretNotFound");
+        assert_eq!(p.reason, Reason::SecretNotFound);
         assert!(p.message.contains("crm/legacy-db"), "{}", p.message);
         assert!(
             p.message
@@ -164,7 +164,7 @@ mod tests {
         };
         let s = secret("other", "postgres://u:hunter2@h/db");
         let p = check_secret_ref("crm", &used, Some(&s)).unwrap_err();
-        assert_eq!(p.reason, "SecretKeyNotFound");
+        assert_eq!(p.reason, Reason::SecretKeyNotFound);
         assert!(p.message.contains("\"url\""), "{}", p.message);
         assert!(!p.message.contains("hunter2"));
     }
@@ -179,7 +179,7 @@ mod tests {
         let s = secret("url", "");
         assert_eq!(
             check_secret_ref("crm", &used, Some(&s)).unwrap_err().reason,
-            "SecretKeyEmpty"
+            Reason::SecretKeyEmpty
         );
         let s = secret("url", "postgres://u:hunter2@h/db");
         assert_eq!(

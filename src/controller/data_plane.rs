@@ -1,6 +1,7 @@
-//! The data-plane step of a reconcile: check the job's tables, plan it once,
-//! schedule retries of failed records, and read its progress from the
-//! ledger in the target database.
+//! What a reconcile asks the job's databases: the tables fit the spec, the
+//! ledger is installed, the plan, the retry round and the progress. And the
+//! data-plane writes the plan calls for: planning (as a background task,
+//! [`super::planning`]) and scheduling a retry of the failed records.
 //!
 //! Everything durable lives in the ledger, so this step keeps no state of
 //! its own: an operator that restarts (or a new leader) picks a job up from
@@ -11,17 +12,31 @@ use tokio_postgres::Client;
 use super::{
     config::ConfigProblem,
     context::{Context, Side},
-    error::{Error, Result},
+    error::{Error, Halt, Result, Step},
     status::Progress,
 };
 use crate::{
-    api::{FailureSample, MigrationJob},
+    api::{FailureSample, MigrationJob, Reason},
     postgres::{
         PgError, PgErrorKind, ResolveError, TableRef, connect,
-        ledger::{self, RECENT_WINDOW_SECONDS},
+        ledger::{self, PlanProgress, RECENT_WINDOW_SECONDS},
         resolve_copy_spec,
     },
 };
+
+/// What the ledger says about a job whose tables fit its spec.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LedgerView {
+    /// No plan yet.
+    NotPlanned,
+    /// Planned; `spec.retryFailed` asks for a retry round not scheduled yet.
+    RetryDue {
+        /// The round to schedule.
+        round: i64,
+    },
+    /// Planned; the counters.
+    Planned(Progress),
+}
 
 /// Failed records shown in status.
 const RECENT_FAILURES: i64 = 5;
@@ -30,6 +45,7 @@ const MAX_KEY_CHARS: usize = 64;
 const MAX_ERROR_CHARS: usize = 200;
 
 /// The connection strings of a job, read from its Secrets. Never printed.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Urls {
     /// The source's.
     pub source: String,
@@ -45,33 +61,28 @@ impl std::fmt::Debug for Urls {
 
 /// A database failure: a problem the user must fix (bad credentials, no
 /// such database, missing privilege) or a transient error to retry.
-fn db_failure(side: Side, e: PgError) -> Result<ConfigProblem> {
+fn db_failure(side: Side, e: PgError) -> Halt {
     match e.kind {
-        PgErrorKind::Config => Ok(ConfigProblem {
+        PgErrorKind::Config => Halt::Blocked(ConfigProblem {
             reason: match side {
-                Side::Source => "SourceUnusable",
-                Side::Target => "TargetUnusable",
+                Side::Source => Reason::SourceUnusable,
+                Side::Target => Reason::TargetUnusable,
             },
             message: format!(
                 "the {side} database (spec.{side}.postgres.connectionSecretRef) cannot be used: {e}",
                 side = side.as_str()
             ),
         }),
-        _ => Err(Error::Database {
+        _ => Halt::Retry(Error::Database {
             side: side.as_str(),
             source: e,
         }),
     }
 }
 
-/// Runs `f` and sorts its failure into a problem or a transient error.
-macro_rules! on {
-    ($side:expr, $e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return db_failure($side, e).map(Err),
-        }
-    };
+/// `map_err` for a database call on `side`.
+fn on(side: Side) -> impl Fn(PgError) -> Halt {
+    move |e| db_failure(side, e)
 }
 
 fn uid(job: &MigrationJob) -> Result<String> {
@@ -81,42 +92,55 @@ fn uid(job: &MigrationJob) -> Result<String> {
         .ok_or(Error::MissingMetadata("uid"))
 }
 
-/// Checks that the tables and columns the spec names exist, and installs
-/// the ledger schema in the target. Returns whether the job is planned.
-pub async fn prepare(
-    job: &MigrationJob,
-    ctx: &Context,
-    urls: &Urls,
-) -> Result<Result<bool, ConfigProblem>> {
+fn no_connector() -> Halt {
+    Halt::Blocked(ConfigProblem {
+        reason: Reason::NoConnector,
+        message: "spec.source and spec.target must each set a connector".into(),
+    })
+}
+
+/// Checks that the tables and columns the spec names exist, installs (or
+/// upgrades) the ledger schema in the target once per process, and reads
+/// where the job stands in the ledger.
+pub async fn observe_ledger(job: &MigrationJob, ctx: &Context, urls: &Urls) -> Step<LedgerView> {
     let uid = uid(job)?;
     let (Some(src), Some(dst)) = (&job.spec.source.postgres, &job.spec.target.postgres) else {
-        return Ok(Err(ConfigProblem {
-            reason: "NoConnector",
-            message: "spec.source and spec.target must each set a connector".into(),
-        }));
+        return Err(no_connector());
     };
-    let source = on!(
-        Side::Source,
-        ctx.connection(&uid, Side::Source, &urls.source).get().await
-    );
-    let target = on!(
-        Side::Target,
-        ctx.connection(&uid, Side::Target, &urls.target).get().await
-    );
+    let source_conn = ctx.connection(&uid, Side::Source, &urls.source);
+    let target_conn = ctx.connection(&uid, Side::Target, &urls.target);
+    let source = source_conn.get().await.map_err(on(Side::Source))?;
+    let target = target_conn.get().await.map_err(on(Side::Target))?;
     match resolve_copy_spec(&source, &target, src, dst).await {
         Ok(_) => {}
         Err(ResolveError::Invalid { reason, message }) => {
-            return Ok(Err(ConfigProblem { reason, message }));
+            return Err(Halt::Blocked(ConfigProblem { reason, message }));
         }
-        Err(ResolveError::Source(e)) => return db_failure(Side::Source, e).map(Err),
-        Err(ResolveError::Target(e)) => return db_failure(Side::Target, e).map(Err),
+        Err(ResolveError::Source(e)) => return Err(db_failure(Side::Source, e)),
+        Err(ResolveError::Target(e)) => return Err(db_failure(Side::Target, e)),
     }
-    if ctx.needs_ledger_install(&uid) {
-        on!(Side::Target, ledger::install(&target).await);
-        ctx.ledger_installed(&uid);
+    if !ctx.memory.with(&uid, |m| m.ledger_installed) {
+        ledger::install(&target).await.map_err(on(Side::Target))?;
+        ctx.memory.with(&uid, |m| m.ledger_installed = true);
     }
-    let planned = on!(Side::Target, ledger::planned(&target, &uid).await);
-    Ok(Ok(planned.is_some()))
+    let Some(totals) = ledger::planned(&target, &uid)
+        .await
+        .map_err(on(Side::Target))?
+    else {
+        return Ok(LedgerView::NotPlanned);
+    };
+    let round = job.spec.retry_failed;
+    if round > 0
+        && ledger::retry_round(&target, &uid)
+            .await
+            .map_err(on(Side::Target))?
+            < round
+    {
+        return Ok(LedgerView::RetryDue { round });
+    }
+    progress(&target, &uid, totals.records)
+        .await
+        .map(LedgerView::Planned)
 }
 
 /// A dedicated connection, for work that needs a transaction of its own.
@@ -125,15 +149,16 @@ async fn dedicated(url: &str) -> std::result::Result<Client, PgError> {
 }
 
 /// Measures the source and stores the plan (key ranges of `batchSize`
-/// records) in the ledger. Keys are streamed: memory does not grow with the
-/// table.
-pub async fn plan(job: &MigrationJob, urls: &Urls) -> Result<Result<(), ConfigProblem>> {
+/// records) in the ledger, reporting how far it got in `progress`. Keys are
+/// streamed: memory does not grow with the table. Runs as the job's planning
+/// task, on connections of its own (one long transaction).
+pub async fn plan(job: &MigrationJob, urls: &Urls, progress: &PlanProgress) -> Step<()> {
     let uid = uid(job)?;
     let Some(src) = &job.spec.source.postgres else {
-        return Ok(Ok(()));
+        return Err(no_connector());
     };
-    let source = on!(Side::Source, dedicated(&urls.source).await);
-    let mut target = on!(Side::Target, dedicated(&urls.target).await);
+    let source = dedicated(&urls.source).await.map_err(on(Side::Source))?;
+    let mut target = dedicated(&urls.target).await.map_err(on(Side::Target))?;
     let table = TableRef {
         schema: src.schema.clone(),
         table: src.table.clone(),
@@ -147,6 +172,7 @@ pub async fn plan(job: &MigrationJob, urls: &Urls) -> Result<Result<(), ConfigPr
         &table,
         &src.key_column,
         batch_size,
+        progress,
     )
     .await
     {
@@ -158,98 +184,76 @@ pub async fn plan(job: &MigrationJob, urls: &Urls) -> Result<Result<(), ConfigPr
                 seconds = started.elapsed().as_secs_f64(),
                 "planned"
             );
-            Ok(Ok(()))
+            Ok(())
         }
-        Err(e) if e.kind == PgErrorKind::Config => Ok(Err(ConfigProblem {
-            reason: "KeyColumnUnusable",
+        Err(e) if e.kind == PgErrorKind::Config => Err(Halt::Blocked(ConfigProblem {
+            reason: Reason::KeyColumnUnusable,
             message: format!("spec.source.postgres.keyColumn: {e}"),
         })),
-        Err(e) => db_failure(Side::Source, e).map(Err),
+        Err(e) => Err(db_failure(Side::Source, e)),
     }
 }
 
-/// Schedules the failed records for another attempt when `spec.retryFailed`
-/// went up since the ledger last did.
-pub async fn retry_if_asked(
-    job: &MigrationJob,
-    ctx: &Context,
-    urls: &Urls,
-) -> Result<Result<(), ConfigProblem>> {
-    let round = job.spec.retry_failed;
-    if round == 0 {
-        return Ok(Ok(()));
-    }
+/// Schedules retry round `round` (`spec.retryFailed`): the failed records
+/// become retry batches. Idempotent per round.
+pub async fn schedule_retry(job: &MigrationJob, urls: &Urls, round: i64) -> Step<()> {
     let uid = uid(job)?;
-    let ledger = on!(
-        Side::Target,
-        ctx.connection(&uid, Side::Target, &urls.target).get().await
-    );
-    if on!(Side::Target, ledger::retry_round(&ledger, &uid).await) >= round {
-        return Ok(Ok(()));
-    }
-    let mut target = on!(Side::Target, dedicated(&urls.target).await);
+    let mut target = dedicated(&urls.target).await.map_err(on(Side::Target))?;
     let batch_size = u64::try_from(job.spec.batch_size.max(1)).unwrap_or(1);
-    let keys = on!(
-        Side::Target,
-        ledger::retry_failed(&mut target, &uid, round, batch_size).await
-    );
+    let keys = ledger::retry_failed(&mut target, &uid, round, batch_size)
+        .await
+        .map_err(on(Side::Target))?;
     tracing::info!(
         job = %job.metadata.name.as_deref().unwrap_or_default(),
         round,
         records = keys,
         "retrying failed records"
     );
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// The job's counters from the ledger.
-pub async fn progress(
-    job: &MigrationJob,
-    ctx: &Context,
-    urls: &Urls,
-) -> Result<Result<Progress, ConfigProblem>> {
-    let uid = uid(job)?;
-    let ledger = on!(
-        Side::Target,
-        ctx.connection(&uid, Side::Target, &urls.target).get().await
-    );
-    let totals = on!(Side::Target, ledger::planned(&ledger, &uid).await).unwrap_or_default();
-    let counts = on!(Side::Target, ledger::counts(&ledger, &uid).await);
+async fn progress(ledger: &Client, uid: &str, total_records: u64) -> Step<Progress> {
+    let counts = ledger::counts(ledger, uid)
+        .await
+        .map_err(on(Side::Target))?;
     let recent_failures = if counts.failed_records > 0 {
-        on!(
-            Side::Target,
-            ledger::recent_failures(&ledger, &uid, RECENT_FAILURES).await
-        )
-        .into_iter()
-        .map(|f| FailureSample {
-            key: shorten(&f.key, MAX_KEY_CHARS),
-            error: shorten(&f.error, MAX_ERROR_CHARS),
-        })
-        .collect()
+        ledger::recent_failures(ledger, uid, RECENT_FAILURES)
+            .await
+            .map_err(on(Side::Target))?
+            .into_iter()
+            .map(|f| FailureSample {
+                key: shorten(&f.key, MAX_KEY_CHARS),
+                error: shorten(&f.error, MAX_ERROR_CHARS),
+            })
+            .collect()
     } else {
         Vec::new()
     };
-    let most_attempted = on!(Side::Target, ledger::most_attempted(&ledger, &uid).await).map(|b| {
-        let range = match (&b.lower, &b.upper) {
-            (None, None) => String::new(),
-            (lower, upper) => format!(
-                " (keys from {} to {})",
-                lower
-                    .as_deref()
-                    .map_or("the start".into(), |k| shorten(k, MAX_KEY_CHARS)),
-                upper
-                    .as_deref()
-                    .map_or("the end".into(), |k| shorten(k, MAX_KEY_CHARS)),
-            ),
-        };
-        (
-            u32::try_from(b.attempts).unwrap_or(0),
-            format!("batch {}{range}", b.batch_id),
-        )
-    });
+    let most_attempted = ledger::most_attempted(ledger, uid)
+        .await
+        .map_err(on(Side::Target))?
+        .map(|b| {
+            let range = match (&b.lower, &b.upper) {
+                (None, None) => String::new(),
+                (lower, upper) => format!(
+                    " (keys from {} to {})",
+                    lower
+                        .as_deref()
+                        .map_or("the start".into(), |k| shorten(k, MAX_KEY_CHARS)),
+                    upper
+                        .as_deref()
+                        .map_or("the end".into(), |k| shorten(k, MAX_KEY_CHARS)),
+                ),
+            };
+            (
+                u32::try_from(b.attempts).unwrap_or(0),
+                format!("batch {}{range}", b.batch_id),
+            )
+        });
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(Ok(Progress {
-        total_records: totals.records,
+    Ok(Progress {
+        total_records,
         pending_batches: n(counts.pending),
         leased_batches: n(counts.leased),
         done_batches: n(counts.done),
@@ -261,16 +265,15 @@ pub async fn progress(
         elapsed_seconds: counts.elapsed_seconds,
         recent_failures,
         most_attempted,
-    }))
+    })
 }
 
 /// Removes the job's ledger from the target (on deletion). Best effort: a
 /// target that is gone for good must not keep the job from being deleted.
-pub async fn forget(job: &MigrationJob, ctx: &Context, target_url: Option<&str>) {
+pub async fn forget(job: &MigrationJob, target_url: Option<&str>) {
     let Some(uid) = job.metadata.uid.as_deref() else {
         return;
     };
-    ctx.forget_connections(uid);
     let Some(url) = target_url else {
         return;
     };

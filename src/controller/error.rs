@@ -2,7 +2,10 @@
 //!
 //! Only transient failures are errors: the controller requeues them with
 //! backoff. Problems a user must fix (a missing Secret, a spec the API server
-//! refuses) are not errors but outcomes, reported as conditions.
+//! refuses) are not errors but outcomes, reported as conditions: a step
+//! returns [`Halt::Blocked`] for those and [`Halt::Retry`] for errors.
+
+use super::config::ConfigProblem;
 
 /// A reconcile that failed and should be retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,14 @@ pub enum Error {
     /// The object from the watch lacks a field every stored object has.
     #[error("MigrationJob has no metadata.{0}")]
     MissingMetadata(&'static str),
+    /// The caches of the job's children did not fill in time (the watches
+    /// of Deployments, autoscalers or Secrets cannot list).
+    #[error("the watches of the job's children are not synced yet")]
+    CachesNotReady,
+    /// The planning task stopped before it finished (aborted or panicked);
+    /// planning starts again.
+    #[error("planning was interrupted; it starts again")]
+    PlanningInterrupted,
 }
 
 impl From<kube::Error> for Error {
@@ -52,12 +63,56 @@ impl Error {
             Error::NotLeader => "not_leader",
             Error::Database { .. } => "database",
             Error::MissingMetadata(_) => "invalid_object",
+            Error::CachesNotReady => "caches_not_ready",
+            Error::PlanningInterrupted => "planning_interrupted",
         }
     }
 }
 
 /// Result of a controller step.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a step of a reconcile stopped short: something only a person can fix
+/// (reported as a condition; the job waits), or a transient error (retried
+/// with backoff). One type, so that each step can use `?` for both.
+#[derive(Debug)]
+pub enum Halt {
+    /// The configuration cannot be used as it is.
+    Blocked(ConfigProblem),
+    /// Something failed that may work next time.
+    Retry(Error),
+}
+
+/// Result of a step that may halt the reconcile.
+pub type Step<T> = std::result::Result<T, Halt>;
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Self {
+        Halt::Retry(e)
+    }
+}
+
+impl From<kube::Error> for Halt {
+    fn from(e: kube::Error) -> Self {
+        Halt::Retry(e.into())
+    }
+}
+
+impl From<ConfigProblem> for Halt {
+    fn from(p: ConfigProblem) -> Self {
+        Halt::Blocked(p)
+    }
+}
+
+/// Splits a step's result: `Ok(Ok(v))` went through, `Ok(Err(problem))` is
+/// blocked on a problem, `Err(e)` is an error to retry.
+pub fn split<T>(step: Step<T>) -> Result<std::result::Result<T, ConfigProblem>> {
+    match step {
+        Ok(v) => Ok(Ok(v)),
+        Err(Halt::Blocked(p)) => Ok(Err(p)),
+        Err(Halt::Retry(e)) => Err(e),
+    }
+}
 
 /// The API status code of a failed request, if the server answered.
 pub fn api_status_code(e: &kube::Error) -> Option<u16> {

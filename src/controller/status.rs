@@ -7,14 +7,14 @@
 use k8s_openapi::{api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Time};
 
 use super::{
-    conditions::{ConditionUpdate, merge_conditions},
+    conditions::merge_conditions,
     config::ConfigProblem,
+    status_conditions::{
+        blocked, completed_with_errors, over_budget, planning, running, succeeded, suspended,
+    },
 };
 use crate::{
-    api::{
-        BatchCounts, ConditionType, FailureSample, MigrationJob, MigrationJobStatus, Phase,
-        WorkerStatus,
-    },
+    api::{BatchCounts, FailureSample, MigrationJob, MigrationJobStatus, Phase, WorkerStatus},
     domain::outcome::{Counters, Outcome, outcome, progress},
 };
 
@@ -24,10 +24,15 @@ pub enum Observation {
     /// The configuration cannot be used; nothing was applied.
     Blocked(ConfigProblem),
     /// The source is being measured and cut into batches.
-    Planning,
-    /// The job is planned; its ledger and its worker fleet.
+    Planning {
+        /// Keys read so far.
+        records: u64,
+        /// Batches cut so far.
+        batches: u64,
+    },
+    /// The job is planned; its ledger and its worker fleets.
     Active {
-        /// The worker Deployment's state.
+        /// The worker fleets' state, summed over every fleet.
         fleet: FleetObservation,
         /// The ledger's counters.
         progress: Progress,
@@ -145,6 +150,15 @@ impl FleetObservation {
             stalled,
         }
     }
+
+    /// The fleets taken together: pods summed, the first stall reported.
+    pub fn sum<'a>(fleets: impl IntoIterator<Item = &'a FleetObservation>) -> Self {
+        fleets.into_iter().fold(Self::default(), |acc, f| Self {
+            desired: acc.desired.saturating_add(f.desired),
+            ready: acc.ready.saturating_add(f.ready),
+            stalled: acc.stalled.or_else(|| f.stalled.clone()),
+        })
+    }
 }
 
 /// The status `job` should have given `observation`, at time `now`.
@@ -164,8 +178,15 @@ pub fn desired_status(
             status.phase = Phase::Pending;
             blocked(problem)
         }
-        Observation::Planning => {
+        Observation::Planning { records, batches } => {
             status.phase = Phase::Planning;
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            status.total_records = Some(n(*records));
+            status.batches = Some(BatchCounts {
+                total: n(*batches),
+                ..BatchCounts::default()
+            });
+            status.progress = Some("0%".to_owned());
             planning()
         }
         Observation::Settled(fleet) => {
@@ -241,199 +262,6 @@ fn worker_status(fleet: &FleetObservation) -> WorkerStatus {
         desired: fleet.desired,
         ready: fleet.ready,
     }
-}
-
-fn not_finished() -> [ConditionUpdate; 2] {
-    [
-        ConditionUpdate::new(
-            ConditionType::Complete,
-            false,
-            "NotFinished",
-            "The job has not finished",
-        ),
-        ConditionUpdate::new(
-            ConditionType::Failed,
-            false,
-            "NoFailure",
-            "The job has not failed",
-        ),
-    ]
-}
-
-fn blocked(problem: &ConfigProblem) -> Vec<ConditionUpdate> {
-    let [complete, failed] = not_finished();
-    vec![
-        ConditionUpdate::new(
-            ConditionType::Ready,
-            false,
-            problem.reason,
-            &problem.message,
-        ),
-        ConditionUpdate::new(
-            ConditionType::Progressing,
-            false,
-            problem.reason,
-            "Waiting for the configuration to be fixed; the job resumes by itself",
-        ),
-        complete,
-        failed,
-        ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
-    ]
-}
-
-fn suspended() -> Vec<ConditionUpdate> {
-    let [complete, failed] = not_finished();
-    let message = "spec.suspend is true: no batches are handed out and workers are scaled to zero";
-    vec![
-        ConditionUpdate::new(ConditionType::Ready, false, "Suspended", message),
-        ConditionUpdate::new(ConditionType::Progressing, false, "Suspended", message),
-        complete,
-        failed,
-        ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
-    ]
-}
-
-fn running(
-    fleet: &FleetObservation,
-    progress: &Progress,
-    max_attempts: i32,
-) -> Vec<ConditionUpdate> {
-    let [complete, failed] = not_finished();
-    let counts = format!("{} of {} worker pods ready", fleet.ready, fleet.desired);
-    let ready = if fleet.ready > 0 {
-        ConditionUpdate::new(ConditionType::Ready, true, "WorkersReady", counts)
-    } else {
-        ConditionUpdate::new(ConditionType::Ready, false, "WorkersNotReady", counts)
-    };
-    let max_attempts = u32::try_from(max_attempts).unwrap_or(0);
-    let degraded = match (&fleet.stalled, &progress.most_attempted) {
-        (Some(why), _) => ConditionUpdate::new(
-            ConditionType::Degraded,
-            true,
-            "WorkersStalled",
-            format!("the worker Deployment cannot make progress: {why}"),
-        ),
-        (None, Some((attempts, batch))) if *attempts > max_attempts => ConditionUpdate::new(
-            ConditionType::Degraded,
-            true,
-            "BatchKeepsFailing",
-            format!(
-                "{batch} was handed out {attempts} times without finishing \
-                 (spec.failurePolicy.maxAttemptsPerBatch is {max_attempts}): its workers \
-                 die, stall or keep hitting transient errors on it; see the worker logs. \
-                 It is still retried"
-            ),
-        ),
-        _ => ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
-    };
-    vec![
-        ready,
-        ConditionUpdate::new(
-            ConditionType::Progressing,
-            true,
-            "WorkersProvisioned",
-            "The worker fleet is in place",
-        ),
-        complete,
-        failed,
-        degraded,
-    ]
-}
-
-fn planning() -> Vec<ConditionUpdate> {
-    let [complete, failed] = not_finished();
-    let message = "Measuring the source and cutting it into batches";
-    vec![
-        ConditionUpdate::new(ConditionType::Ready, false, "Planning", message),
-        ConditionUpdate::new(ConditionType::Progressing, true, "Planning", message),
-        complete,
-        failed,
-        ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
-    ]
-}
-
-/// Conditions of a job that has finished, one way or another.
-fn finished(
-    complete: ConditionUpdate,
-    failed: ConditionUpdate,
-    degraded: ConditionUpdate,
-) -> Vec<ConditionUpdate> {
-    let message = "The job has finished; its workers are scaled to zero";
-    vec![
-        ConditionUpdate::new(ConditionType::Ready, false, "Finished", message),
-        ConditionUpdate::new(ConditionType::Progressing, false, "Finished", message),
-        complete,
-        failed,
-        degraded,
-    ]
-}
-
-fn no_failure() -> ConditionUpdate {
-    ConditionUpdate::new(
-        ConditionType::Failed,
-        false,
-        "NoFailure",
-        "The job has not failed",
-    )
-}
-
-fn succeeded(p: &Progress) -> Vec<ConditionUpdate> {
-    finished(
-        ConditionUpdate::new(
-            ConditionType::Complete,
-            true,
-            "Succeeded",
-            format!("All {} records were copied", p.total_records),
-        ),
-        no_failure(),
-        ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
-    )
-}
-
-fn completed_with_errors(p: &Progress) -> Vec<ConditionUpdate> {
-    let message = format!(
-        "{} of {} records were copied; {} were rejected by the target (within \
-         spec.failurePolicy.maxFailedRecordRatio). Fix them and increase \
-         spec.retryFailed to copy only those again",
-        p.processed_records, p.total_records, p.failed_records
-    );
-    finished(
-        ConditionUpdate::new(
-            ConditionType::Complete,
-            true,
-            "CompletedWithErrors",
-            message.clone(),
-        ),
-        no_failure(),
-        ConditionUpdate::new(ConditionType::Degraded, true, "RecordsFailed", message),
-    )
-}
-
-fn over_budget(p: &Progress, ratio: f64, budget: f64) -> Vec<ConditionUpdate> {
-    let message = format!(
-        "{} of {} records were rejected by the target ({:.2}%), more than \
-         spec.failurePolicy.maxFailedRecordRatio allows ({:.2}%); no more batches \
-         are handed out. Fix the records and increase spec.retryFailed to retry them",
-        p.failed_records,
-        p.total_records,
-        ratio * 100.0,
-        budget * 100.0
-    );
-    finished(
-        ConditionUpdate::new(
-            ConditionType::Complete,
-            false,
-            "NotFinished",
-            "The job stopped before every record was handled",
-        ),
-        ConditionUpdate::new(
-            ConditionType::Failed,
-            true,
-            "FailureBudgetExceeded",
-            message,
-        ),
-        ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""),
-    )
 }
 
 /// Whether two statuses differ only in their counters (records, batches,

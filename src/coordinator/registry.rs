@@ -120,6 +120,16 @@ impl Registry {
         }
     }
 
+    /// Asks the reconciler to look at `key` now, whenever it was last nudged
+    /// (planning ended, say).
+    pub fn nudge_now(&self, key: &JobKey) {
+        let mut nudges = self.nudges.lock().unwrap_or_else(|e| e.into_inner());
+        nudges.last.insert(key.clone(), Instant::now());
+        if let Some(sender) = &nudges.sender {
+            let _ = sender.unbounded_send(key.clone());
+        }
+    }
+
     /// Adds or replaces a job.
     pub fn upsert(&self, key: JobKey, entry: JobEntry) {
         self.jobs

@@ -59,6 +59,15 @@ pub async fn install(client: &Client) -> Result<(), PgError> {
         .map_err(|e| PgError::from_driver("install ledger", &e))
 }
 
+/// How far a running [`plan`] got: keys read and batches cut so far.
+#[derive(Debug, Default)]
+pub struct PlanProgress {
+    /// Keys read from the source so far.
+    pub records: std::sync::atomic::AtomicU64,
+    /// Batches cut so far.
+    pub batches: std::sync::atomic::AtomicU64,
+}
+
 /// Plans the job if it is not planned yet: streams the source's keys in key
 /// order (memory does not grow with the table) and stores the ranges, all in
 /// one target transaction. Planning again returns the stored totals.
@@ -69,6 +78,7 @@ pub async fn plan(
     table: &TableRef,
     key_column: &str,
     batch_size: u64,
+    progress: &PlanProgress,
 ) -> Result<PlanTotals, PgError> {
     if let Some(totals) = planned(target, job_uid).await? {
         return Ok(totals);
@@ -107,9 +117,15 @@ pub async fn plan(
                 format!("key column {key_column} holds NULL; a key must be NOT NULL"),
             )
         })?;
+        progress
+            .records
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(range) = planner.observe(key) {
             store(&tx, &insert, job_uid, batch_id, &range).await?;
             batch_id += 1;
+            progress
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
     let (last, totals) = planner.finish();

@@ -11,7 +11,7 @@ use super::{
     copy::CopySpec,
     error::{PgError, PgErrorKind},
 };
-use crate::api::{PostgresSource, PostgresTarget, WriteMode};
+use crate::api::{PostgresSource, PostgresTarget, Reason, WriteMode};
 
 /// Why a job's tables cannot be used as configured.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +19,8 @@ pub enum ResolveError {
     /// The configuration does not match the databases.
     #[error("{message}")]
     Invalid {
-        /// PascalCase reason, e.g. `SourceTableNotFound`.
-        reason: &'static str,
+        /// Why, e.g. [`Reason::SourceTableNotFound`].
+        reason: Reason,
         /// What is wrong, naming the spec field.
         message: String,
     },
@@ -32,7 +32,7 @@ pub enum ResolveError {
     Target(PgError),
 }
 
-fn invalid(reason: &'static str, message: String) -> ResolveError {
+fn invalid(reason: Reason, message: String) -> ResolveError {
     ResolveError::Invalid { reason, message }
 }
 
@@ -65,7 +65,7 @@ pub async fn resolve_copy_spec(
         .map_err(ResolveError::Source)?
     else {
         return Err(invalid(
-            "SourceTableNotFound",
+            Reason::SourceTableNotFound,
             format!(
                 "table {}.{} named by spec.source.postgres does not exist in the source database",
                 src.schema, src.table
@@ -74,7 +74,7 @@ pub async fn resolve_copy_spec(
     };
     if !all.iter().any(|c| c.name == src.key_column) {
         return Err(invalid(
-            "KeyColumnNotFound",
+            Reason::KeyColumnNotFound,
             format!(
                 "spec.source.postgres.keyColumn {:?} is not a column of {}.{}",
                 src.key_column, src.schema, src.table
@@ -88,7 +88,7 @@ pub async fn resolve_copy_spec(
             for name in wanted {
                 let Some(column) = all.iter().find(|c| &c.name == name) else {
                     return Err(invalid(
-                        "ColumnNotFound",
+                        Reason::ColumnNotFound,
                         format!(
                             "spec.source.postgres.columns names {name:?}, which is not a column of {}.{}",
                             src.schema, src.table
@@ -105,7 +105,7 @@ pub async fn resolve_copy_spec(
         .map_err(ResolveError::Target)?
     else {
         return Err(invalid(
-            "TargetTableNotFound",
+            Reason::TargetTableNotFound,
             format!(
                 "table {}.{} named by spec.target.postgres does not exist in the target database; create it first",
                 dst.schema, dst.table
@@ -119,7 +119,7 @@ pub async fn resolve_copy_spec(
         .collect();
     if !missing.is_empty() {
         return Err(invalid(
-            "TargetColumnNotFound",
+            Reason::TargetColumnNotFound,
             format!(
                 "table {}.{} (spec.target.postgres) lacks the copied column(s) {}",
                 dst.schema,
@@ -136,7 +136,7 @@ pub async fn resolve_copy_spec(
             .map_err(ResolveError::Target)?
     {
         return Err(invalid(
-            "UpsertNeedsUniqueKey",
+            Reason::UpsertNeedsUniqueKey,
             format!(
                 "spec.target.postgres.mode is upsert, but column {:?} of {}.{} has no unique \
                  key (primary key or unique constraint on that column alone); add one, or use \
