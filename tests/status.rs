@@ -81,7 +81,7 @@ fn every_condition_type_is_reported_with_the_generation() {
 fn blocked_job_is_pending_with_the_problem_as_reason() {
     let job = job(true);
     let problem = ConfigProblem {
-        reason: "SecretKeyNotFound",
+        reason: freight::api::Reason::SecretKeyNotFound,
         message: "Secret crm/new-db has no key \"url\"".into(),
     };
     let s = desired_status(&job, &Observation::Blocked(problem), at(10));
@@ -96,7 +96,7 @@ fn blocked_job_is_pending_with_the_problem_as_reason() {
 fn recovery_flips_ready_and_moves_its_transition_time_only() {
     let mut job = job(true);
     let problem = ConfigProblem {
-        reason: "SecretNotFound",
+        reason: freight::api::Reason::SecretNotFound,
         message: "missing".into(),
     };
     job.status = Some(desired_status(&job, &Observation::Blocked(problem), at(10)));
@@ -139,7 +139,7 @@ fn suspended_job_reports_suspended() {
 fn first_status_of_a_pending_job_is_not_a_phase_change() {
     let job = job(true);
     let problem = ConfigProblem {
-        reason: "SecretNotFound",
+        reason: freight::api::Reason::SecretNotFound,
         message: "missing".into(),
     };
     let s = desired_status(&job, &Observation::Blocked(problem), at(10));
@@ -168,11 +168,11 @@ fn observation() -> impl Strategy<Value = Observation> {
                     progress(done, failed),
                 )
             }),
-        Just(Observation::Planning),
+        (0..1000u64, 0..10u64).prop_map(|(records, batches)| Observation::Planning { records, batches }),
         prop_oneof![
-            Just("SecretNotFound"),
-            Just("SecretKeyNotFound"),
-            Just("NameConflict")
+            Just(freight::api::Reason::SecretNotFound),
+            Just(freight::api::Reason::SecretKeyNotFound),
+            Just(freight::api::Reason::NameConflict)
         ]
         .prop_map(|reason| Observation::Blocked(ConfigProblem {
             reason,

@@ -127,14 +127,14 @@ async fn apply_children(ctx: &Context, uid: &str, writes: &[ChildWrite]) -> Resu
     for write in writes {
         match write {
             ChildWrite::Credential(secret) => {
-                let stored: Secret = apply_child(ctx, secret, "secrets").await?;
+                let stored: Secret = apply_child(ctx, secret.as_ref(), "secrets").await?;
                 remember_secret(ctx, uid, Arc::new(stored));
             }
             ChildWrite::Fleet(deployment) => {
-                apply_child(ctx, deployment, "deployments").await?;
+                apply_child(ctx, deployment.as_ref(), "deployments").await?;
             }
             ChildWrite::Autoscaler(hpa) => {
-                apply_child(ctx, hpa, "horizontalpodautoscalers").await?;
+                apply_child(ctx, hpa.as_ref(), "horizontalpodautoscalers").await?;
             }
         }
     }

@@ -72,11 +72,11 @@ pub struct Plan {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChildWrite {
     /// The worker credential.
-    Credential(Secret),
+    Credential(Box<Secret>),
     /// A worker fleet's Deployment.
-    Fleet(Deployment),
+    Fleet(Box<Deployment>),
     /// The autoscaler of the active fleet.
-    Autoscaler(HorizontalPodAutoscaler),
+    Autoscaler(Box<HorizontalPodAutoscaler>),
 }
 
 /// What the coordinator should do for the job.
@@ -341,16 +341,16 @@ fn changed_children(s: &Snapshot, desired: DesiredChildren) -> Vec<ChildWrite> {
     if credential_hash.is_none()
         || credential_hash != desired.credential.annotations().get(APPLIED_HASH_ANNOTATION)
     {
-        writes.push(ChildWrite::Credential(desired.credential));
+        writes.push(ChildWrite::Credential(Box::new(desired.credential)));
     }
     for fleet in desired.fleets {
         let existing = find(&s.children.deployments, &fleet.deployment.name_any());
         if !up_to_date(existing, &fleet.deployment) {
-            writes.push(ChildWrite::Fleet(fleet.deployment));
+            writes.push(ChildWrite::Fleet(Box::new(fleet.deployment)));
         }
     }
     if !up_to_date(s.children.autoscaler.as_deref(), &desired.autoscaler) {
-        writes.push(ChildWrite::Autoscaler(desired.autoscaler));
+        writes.push(ChildWrite::Autoscaler(Box::new(desired.autoscaler)));
     }
     writes
 }

@@ -159,14 +159,11 @@ pub struct ChangeFilter {
 
 impl ChangeFilter {
     /// The object to trigger on, if `event` should trigger at all.
-    pub fn pass<K: Resource>(
+    pub fn pass<K: Resource + Clone>(
         &mut self,
         event: &watcher::Event<K>,
         signature: impl Fn(&K) -> u64,
-    ) -> Option<K>
-    where
-        K: Clone,
-    {
+    ) -> Option<K> {
         let key = |k: &K| (k.namespace(), k.name_any());
         match event {
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {

@@ -8,7 +8,11 @@ use std::{sync::Arc, time::Duration};
 
 use freight::{
     api::MigrationJob,
-    controller::{Context, children::ChildSettings},
+    controller::{
+        Context,
+        children::ChildSettings,
+        stores::{Stores, Writers},
+    },
     leader::LeaderGate,
     metrics::Metrics,
 };
@@ -17,7 +21,8 @@ use http_body_util::BodyExt;
 use kube::{Client, client::Body, runtime::events::Reporter};
 use serde_json::{Value, json};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+/// The test's end of the mock API server.
+pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 /// A checker of a request body.
 pub type BodyCheck = Box<dyn Fn(&Value) + Send>;
@@ -86,8 +91,9 @@ impl Expect {
 }
 
 /// Runs `expected` against the client's requests; returns a task to await
-/// after the reconcile, which fails if anything was left over or extra.
-pub fn serve(mut handle: Handle, expected: Vec<Expect>) -> tokio::task::JoinHandle<()> {
+/// after the reconcile, which fails if anything was left over or extra, and
+/// hands the mock back for the next reconcile.
+pub fn serve(mut handle: Handle, expected: Vec<Expect>) -> tokio::task::JoinHandle<Handle> {
     tokio::spawn(async move {
         let total = expected.len();
         for (i, exp) in expected.into_iter().enumerate() {
@@ -148,6 +154,7 @@ pub fn serve(mut handle: Handle, expected: Vec<Expect>) -> tokio::task::JoinHand
                 extra.uri()
             );
         }
+        handle
     })
 }
 
@@ -158,10 +165,13 @@ fn status_body(code: u16, reason: &str, message: &str) -> Value {
     })
 }
 
-/// A context wired to a fresh mock server.
-pub fn context() -> (Arc<Context>, Handle) {
+/// A context wired to a fresh mock server, with empty (listed) caches of
+/// children that the test fills through the returned writers.
+pub fn context() -> (Arc<Context>, Handle, Writers) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
+    let (stores, mut writers) = Stores::new();
+    writers.mark_ready();
     let ctx = Context::new(
         client,
         settings(),
@@ -171,8 +181,9 @@ pub fn context() -> (Arc<Context>, Handle) {
             controller: "freight-operator".into(),
             instance: Some("test".into()),
         },
+        stores,
     );
-    (Arc::new(ctx), handle)
+    (Arc::new(ctx), handle, writers)
 }
 
 pub fn settings() -> ChildSettings {
@@ -212,6 +223,7 @@ pub fn secret(name: &str, key: &str, value: &str) -> Value {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
             namespace: Some("crm".into()),
+            resource_version: Some("1".into()),
             ..Default::default()
         },
         data: Some(
