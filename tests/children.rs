@@ -61,7 +61,15 @@ fn worker_env_references_secrets_and_never_holds_values() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let pod = c.active().deployment.spec.clone().unwrap().template.spec.unwrap();
+    let pod = c
+        .active()
+        .deployment
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
     let env = pod.containers[0].env.clone().unwrap();
     let by_name = |n: &str| env.iter().find(|e| e.name == n).unwrap().clone();
     let source = by_name("FREIGHT_SOURCE_URL")
@@ -151,9 +159,15 @@ fn stopped_workers_are_pinned_to_zero_otherwise_the_autoscaler_owns_them() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
     let running = desired_children(&job, &owner, &settings(), TOKEN, true);
-    assert_eq!(running.active().deployment.spec.clone().unwrap().replicas, None);
+    assert_eq!(
+        running.active().deployment.spec.clone().unwrap().replicas,
+        None
+    );
     let stopped = desired_children(&job, &owner, &settings(), TOKEN, false);
-    assert_eq!(stopped.active().deployment.spec.clone().unwrap().replicas, Some(0));
+    assert_eq!(
+        stopped.active().deployment.spec.clone().unwrap().replicas,
+        Some(0)
+    );
 }
 
 #[test]
@@ -161,7 +175,15 @@ fn workers_get_the_coordinator_and_their_tables_but_no_secret_values() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let pod = c.active().deployment.spec.clone().unwrap().template.spec.unwrap();
+    let pod = c
+        .active()
+        .deployment
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
     let env = pod.containers[0].env.clone().unwrap();
     let value = |name: &str| {
         env.iter()
@@ -197,6 +219,14 @@ fn default_image_is_the_operators_own() {
     job.spec.workers.image = None;
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let pod = c.active().deployment.spec.clone().unwrap().template.spec.unwrap();
+    let pod = c
+        .active()
+        .deployment
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
     assert_eq!(pod.containers[0].image.as_deref(), Some("freight:test"));
 }

@@ -144,7 +144,9 @@ impl Scenario {
         };
         self.writers
             .secrets
-            .apply_watcher_event(&watcher::Event::Apply(meta.into_request_partial::<Secret>()));
+            .apply_watcher_event(&watcher::Event::Apply(
+                meta.into_request_partial::<Secret>(),
+            ));
     }
 
     /// The children the operator wants, exactly as stored (running or not).
@@ -160,13 +162,16 @@ impl Scenario {
         let children = self.children(true);
         let mut credential = children.credential.clone();
         credential.metadata.resource_version = Some("1".into());
-        self.writers.secrets.apply_watcher_event(&watcher::Event::Apply(
-            credential.metadata.clone().into_request_partial::<Secret>(),
-        ));
+        self.writers
+            .secrets
+            .apply_watcher_event(&watcher::Event::Apply(
+                credential.metadata.clone().into_request_partial::<Secret>(),
+            ));
         let mut deployment = children.active().deployment.clone();
         // `desired` is the Deployment's spec.replicas, which the autoscaler set.
         deployment.spec.as_mut().unwrap().replicas = Some(1);
-        deployment.status = Some(serde_json::from_value(json!({"replicas": 2, "readyReplicas": 2})).unwrap());
+        deployment.status =
+            Some(serde_json::from_value(json!({"replicas": 2, "readyReplicas": 2})).unwrap());
         self.put_deployment(deployment);
         self.writers
             .autoscalers
@@ -194,7 +199,10 @@ impl Scenario {
     }
 
     fn deployment(&self) -> Deployment {
-        let name = format!("contacts-worker-{}", worker_revision(&self.job, &settings()));
+        let name = format!(
+            "contacts-worker-{}",
+            worker_revision(&self.job, &settings())
+        );
         let d = self
             .ctx
             .stores
@@ -223,7 +231,10 @@ impl Scenario {
     fn credential_read(&self) -> Expect {
         let mut credential = serde_json::to_value(&self.children(true).credential).unwrap();
         credential["metadata"]["resourceVersion"] = "1".into();
-        Expect::get(format!("{SECRETS}/contacts-worker"), Reply::Json(credential))
+        Expect::get(
+            format!("{SECRETS}/contacts-worker"),
+            Reply::Json(credential),
+        )
     }
 
     /// Reconciles once against `expected` requests; fails on any other.
@@ -365,9 +376,11 @@ async fn new_job_gets_its_fleet_while_planned_in_the_background_then_runs() {
 
     // The watches now hold what was applied; the stored status says Planning.
     let credential: Secret = applied.take(0);
-    s.writers.secrets.apply_watcher_event(&watcher::Event::Apply(
-        credential.metadata.into_request_partial::<Secret>(),
-    ));
+    s.writers
+        .secrets
+        .apply_watcher_event(&watcher::Event::Apply(
+            credential.metadata.into_request_partial::<Secret>(),
+        ));
     s.put_deployment(applied.take(1));
     s.writers
         .autoscalers
@@ -462,12 +475,17 @@ async fn changed_secret_is_read_again() {
     };
     s.writers
         .secrets
-        .apply_watcher_event(&watcher::Event::Apply(meta.into_request_partial::<Secret>()));
+        .apply_watcher_event(&watcher::Event::Apply(
+            meta.into_request_partial::<Secret>(),
+        ));
     let mut again = secret("new-db", "url", &s.pg().url("target"));
     again["metadata"]["resourceVersion"] = "2".into();
-    s.reconcile(vec![Expect::get(format!("{SECRETS}/new-db"), Reply::Json(again))])
-        .await
-        .unwrap();
+    s.reconcile(vec![Expect::get(
+        format!("{SECRETS}/new-db"),
+        Reply::Json(again),
+    )])
+    .await
+    .unwrap();
     s.reconcile(vec![]).await.unwrap();
 }
 
@@ -564,8 +582,7 @@ async fn someone_elses_deployment_is_not_taken_over() {
 #[tokio::test]
 async fn deletion_stops_workers_removes_the_ledger_then_releases_the_finalizer() {
     let mut s = Scenario::new().with_databases().steady().await;
-    s.job.metadata.deletion_timestamp =
-        Some(Time(Timestamp::from_second(1_700_000_100).unwrap()));
+    s.job.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1_700_000_100).unwrap()));
     let deployment = s.deployment().name_any();
     let mut expected = vec![
         Expect::delete(format!("{HPAS}/contacts-worker?"), Reply::Echo),
@@ -610,8 +627,7 @@ async fn api_failure_is_an_error_to_retry() {
 #[tokio::test]
 async fn job_gone_before_the_finalizer_is_removed_is_not_an_error() {
     let mut s = Scenario::new();
-    s.job.metadata.deletion_timestamp =
-        Some(Time(Timestamp::from_second(1_700_000_100).unwrap()));
+    s.job.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1_700_000_100).unwrap()));
     s.reconcile(vec![
         Expect::delete(format!("{HPAS}/contacts-worker?"), Reply::NotFound),
         Expect::delete(format!("{SECRETS}/contacts-worker?"), Reply::NotFound),

@@ -168,7 +168,8 @@ fn observation() -> impl Strategy<Value = Observation> {
                     progress(done, failed),
                 )
             }),
-        (0..1000u64, 0..10u64).prop_map(|(records, batches)| Observation::Planning { records, batches }),
+        (0..1000u64, 0..10u64)
+            .prop_map(|(records, batches)| Observation::Planning { records, batches }),
         prop_oneof![
             Just(freight::api::Reason::SecretNotFound),
             Just(freight::api::Reason::SecretKeyNotFound),

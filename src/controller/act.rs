@@ -116,7 +116,8 @@ pub async fn act(
         .await?;
     }
     if let Some(phase) = plan.phase {
-        ctx.metrics.set_phase(&namespace, &job.name_any(), Some(phase));
+        ctx.metrics
+            .set_phase(&namespace, &job.name_any(), Some(phase));
     }
     Ok(Action::requeue(plan.requeue))
 }

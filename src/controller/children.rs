@@ -110,7 +110,12 @@ pub(super) fn job_name(job: &MigrationJob) -> String {
     job.metadata.name.clone().unwrap_or_default()
 }
 
-pub(super) fn meta(name: String, namespace: Option<String>, owner: &OwnerReference, job: &str) -> ObjectMeta {
+pub(super) fn meta(
+    name: String,
+    namespace: Option<String>,
+    owner: &OwnerReference,
+    job: &str,
+) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace,

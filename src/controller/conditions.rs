@@ -77,13 +77,23 @@ mod tests {
     fn unchanged_status_keeps_transition_time() {
         let first = merge_conditions(
             &[],
-            &[ConditionUpdate::new(ConditionType::Ready, false, Reason::Planning, "a")],
+            &[ConditionUpdate::new(
+                ConditionType::Ready,
+                false,
+                Reason::Planning,
+                "a",
+            )],
             Some(1),
             t(100),
         );
         let second = merge_conditions(
             &first,
-            &[ConditionUpdate::new(ConditionType::Ready, false, Reason::Running, "b")],
+            &[ConditionUpdate::new(
+                ConditionType::Ready,
+                false,
+                Reason::Running,
+                "b",
+            )],
             Some(2),
             t(200),
         );
@@ -96,13 +106,23 @@ mod tests {
     fn flipped_status_moves_transition_time() {
         let first = merge_conditions(
             &[],
-            &[ConditionUpdate::new(ConditionType::Ready, false, Reason::Planning, "a")],
+            &[ConditionUpdate::new(
+                ConditionType::Ready,
+                false,
+                Reason::Planning,
+                "a",
+            )],
             Some(1),
             t(100),
         );
         let second = merge_conditions(
             &first,
-            &[ConditionUpdate::new(ConditionType::Ready, true, Reason::Planning, "a")],
+            &[ConditionUpdate::new(
+                ConditionType::Ready,
+                true,
+                Reason::Planning,
+                "a",
+            )],
             Some(1),
             t(200),
         );

@@ -161,7 +161,12 @@ pub fn decide(s: &Snapshot, now: Time, cfg: &DecideSettings<'_>) -> Plan {
         .collect();
     let fleet = FleetObservation::sum(&fleets);
     let (observation, coordinator) = match (&s.data, progress) {
-        (DataView::Planning { records, batches, .. }, _) => (
+        (
+            DataView::Planning {
+                records, batches, ..
+            },
+            _,
+        ) => (
             Observation::Planning {
                 records: *records,
                 batches: *batches,
@@ -185,9 +190,7 @@ pub fn decide(s: &Snapshot, now: Time, cfg: &DecideSettings<'_>) -> Plan {
     let requeue = match (status.phase, progress) {
         // The last batches are out: look again soon, so that the end of the
         // job shows without waiting a whole status interval.
-        (Phase::Running, Some(p)) if p.pending_batches == 0 => {
-            FINISHING.min(cfg.status_interval)
-        }
+        (Phase::Running, Some(p)) if p.pending_batches == 0 => FINISHING.min(cfg.status_interval),
         (Phase::Planning | Phase::Running, _) => cfg.status_interval,
         _ => RESYNC,
     };
@@ -224,7 +227,12 @@ fn blocked(
 
 /// The snapshot as it would be had `problem` been found (an object the API
 /// server refused while the plan was carried out).
-pub fn blocked_by(s: &Snapshot, problem: ConfigProblem, now: Time, cfg: &DecideSettings<'_>) -> Plan {
+pub fn blocked_by(
+    s: &Snapshot,
+    problem: ConfigProblem,
+    now: Time,
+    cfg: &DecideSettings<'_>,
+) -> Plan {
     blocked(s, &problem, now, cfg, RESYNC)
 }
 
@@ -246,9 +254,9 @@ fn with_status(
         };
     }
     if before.is_some_and(|b| only_counters_differ(b, &status)) {
-        let wait = s
-            .since_status_write
-            .map_or(Duration::ZERO, |since| cfg.status_interval.saturating_sub(since));
+        let wait = s.since_status_write.map_or(Duration::ZERO, |since| {
+            cfg.status_interval.saturating_sub(since)
+        });
         if !wait.is_zero() {
             return Plan {
                 phase,
@@ -339,7 +347,11 @@ fn changed_children(s: &Snapshot, desired: DesiredChildren) -> Vec<ChildWrite> {
         .as_ref()
         .and_then(|m| m.annotations.as_ref()?.get(APPLIED_HASH_ANNOTATION));
     if credential_hash.is_none()
-        || credential_hash != desired.credential.annotations().get(APPLIED_HASH_ANNOTATION)
+        || credential_hash
+            != desired
+                .credential
+                .annotations()
+                .get(APPLIED_HASH_ANNOTATION)
     {
         writes.push(ChildWrite::Credential(Box::new(desired.credential)));
     }
@@ -369,10 +381,7 @@ fn stale_deployments(s: &Snapshot, keep: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn find<'a>(
-    deployments: &'a [std::sync::Arc<Deployment>],
-    name: &str,
-) -> Option<&'a Deployment> {
+fn find<'a>(deployments: &'a [std::sync::Arc<Deployment>], name: &str) -> Option<&'a Deployment> {
     deployments
         .iter()
         .find(|d| d.name_any() == name)

@@ -197,7 +197,12 @@ fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
 }
 
 /// The connection strings from the referenced Secrets.
-pub async fn read_urls(job: &MigrationJob, ctx: &Context, uid: &str, namespace: &str) -> Step<Urls> {
+pub async fn read_urls(
+    job: &MigrationJob,
+    ctx: &Context,
+    uid: &str,
+    namespace: &str,
+) -> Step<Urls> {
     let mut values = Vec::new();
     for used in secret_refs(job) {
         values.push(secret_value(ctx, uid, namespace, &used).await?);

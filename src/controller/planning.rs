@@ -130,7 +130,10 @@ mod tests {
         ));
         tx.send(()).unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(matches!(take_state(&mut slot), PlanningState::Ended(Ok(()))));
+        assert!(matches!(
+            take_state(&mut slot),
+            PlanningState::Ended(Ok(()))
+        ));
         assert!(slot.is_none());
         assert!(matches!(take_state(&mut slot), PlanningState::NotStarted));
     }

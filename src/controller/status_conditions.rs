@@ -52,7 +52,12 @@ pub(super) fn suspended() -> Vec<ConditionUpdate> {
     let message = "spec.suspend is true: no batches are handed out and workers are scaled to zero";
     vec![
         ConditionUpdate::new(ConditionType::Ready, false, Reason::Suspended, message),
-        ConditionUpdate::new(ConditionType::Progressing, false, Reason::Suspended, message),
+        ConditionUpdate::new(
+            ConditionType::Progressing,
+            false,
+            Reason::Suspended,
+            message,
+        ),
         complete,
         failed,
         ConditionUpdate::new(ConditionType::Degraded, false, Reason::AsExpected, ""),
@@ -171,7 +176,12 @@ pub(super) fn completed_with_errors(p: &Progress) -> Vec<ConditionUpdate> {
             message.clone(),
         ),
         no_failure(),
-        ConditionUpdate::new(ConditionType::Degraded, true, Reason::RecordsFailed, message),
+        ConditionUpdate::new(
+            ConditionType::Degraded,
+            true,
+            Reason::RecordsFailed,
+            message,
+        ),
     )
 }
 
@@ -201,4 +211,3 @@ pub(super) fn over_budget(p: &Progress, ratio: f64, budget: f64) -> Vec<Conditio
         ConditionUpdate::new(ConditionType::Degraded, false, Reason::AsExpected, ""),
     )
 }
-

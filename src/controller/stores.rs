@@ -91,8 +91,10 @@ impl Stores {
 impl Writers {
     /// Marks every cache as listed (for tests that fill them by hand).
     pub fn mark_ready(&mut self) {
-        self.deployments.apply_watcher_event(&watcher::Event::InitDone);
-        self.autoscalers.apply_watcher_event(&watcher::Event::InitDone);
+        self.deployments
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.autoscalers
+            .apply_watcher_event(&watcher::Event::InitDone);
         self.secrets.apply_watcher_event(&watcher::Event::InitDone);
     }
 }
@@ -233,14 +235,32 @@ mod tests {
     fn status_noise_does_not_trigger_readiness_does() {
         let mut f = ChangeFilter::default();
         let sig = deployment_signature;
-        assert!(f.pass(&watcher::Event::InitApply(deployment(1, 1)), sig).is_some());
-        assert!(f.pass(&watcher::Event::Apply(deployment(1, 2)), sig).is_none());
-        assert!(f.pass(&watcher::Event::Apply(deployment(2, 2)), sig).is_some());
+        assert!(
+            f.pass(&watcher::Event::InitApply(deployment(1, 1)), sig)
+                .is_some()
+        );
+        assert!(
+            f.pass(&watcher::Event::Apply(deployment(1, 2)), sig)
+                .is_none()
+        );
+        assert!(
+            f.pass(&watcher::Event::Apply(deployment(2, 2)), sig)
+                .is_some()
+        );
         // A relist of the unchanged object does not trigger.
         assert!(f.pass(&watcher::Event::Init, sig).is_none());
-        assert!(f.pass(&watcher::Event::InitApply(deployment(2, 3)), sig).is_none());
+        assert!(
+            f.pass(&watcher::Event::InitApply(deployment(2, 3)), sig)
+                .is_none()
+        );
         // A deletion always does.
-        assert!(f.pass(&watcher::Event::Delete(deployment(2, 3)), sig).is_some());
-        assert!(f.pass(&watcher::Event::Apply(deployment(2, 3)), sig).is_some());
+        assert!(
+            f.pass(&watcher::Event::Delete(deployment(2, 3)), sig)
+                .is_some()
+        );
+        assert!(
+            f.pass(&watcher::Event::Apply(deployment(2, 3)), sig)
+                .is_some()
+        );
     }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::{
         core::v1::{
             Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
             HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-            Probe, SeccompProfile, SecurityContext, SecretKeySelector, Volume, VolumeMount,
+            Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -21,7 +21,9 @@ use serde::Serialize;
 
 use super::{
     children::{ChildSettings, job_name, meta, worker_image},
-    labels::{JOB_LABEL, REVISION_LABEL, TOKEN_KEY, credential_secret_name, deployment_name, job_labels},
+    labels::{
+        JOB_LABEL, REVISION_LABEL, TOKEN_KEY, credential_secret_name, deployment_name, job_labels,
+    },
 };
 use crate::api::{MigrationJob, SecretKeyRef};
 
@@ -215,4 +217,3 @@ pub(super) fn worker_deployment(
         status: None,
     }
 }
-
