@@ -51,9 +51,17 @@ async fn setup(rows: i64, batch: u64) -> (TempPostgres, freight::domain::plan::P
     let source = connect(&pg.url("source")).await.unwrap();
     let mut target = connect(&pg.url("target")).await.unwrap();
     ledger::install(&target).await.unwrap();
-    let totals = ledger::plan(&source, &mut target, JOB, &contacts(), "id", batch)
-        .await
-        .unwrap();
+    let totals = ledger::plan(
+        &source,
+        &mut target,
+        JOB,
+        &contacts(),
+        "id",
+        batch,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     (pg, totals)
 }
 
@@ -94,9 +102,17 @@ async fn planning_is_stored_once() {
     assert_eq!((totals.records, totals.batches), (1000, 16));
     let source = connect(&pg.url("source")).await.unwrap();
     let mut target = connect(&pg.url("target")).await.unwrap();
-    let again = ledger::plan(&source, &mut target, JOB, &contacts(), "id", 10)
-        .await
-        .unwrap();
+    let again = ledger::plan(
+        &source,
+        &mut target,
+        JOB,
+        &contacts(),
+        "id",
+        10,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(again, totals, "a planned job keeps its plan");
     assert_eq!(
         pg.psql("target", "SELECT count(*) FROM freight.batches"),
