@@ -1,0 +1,32 @@
+//! The durable ledger of a job, kept in the target database (schema
+//! `freight`): the plan (one row per key range), leases, per-batch results
+//! and failed records.
+//!
+//! A batch's result is recorded in the same transaction that writes its rows
+//! ([`complete`] takes the copy's transaction), and only by the holder of its
+//! current lease. So a batch's rows and its "done" mark commit together or not
+//! at all: a crash anywhere loses no finished batch and counts none twice, and
+//! a worker whose lease expired cannot commit over the batch's new holder.
+//!
+//! By concern, one file each: `schema` (creating the schema with
+//! [`install`], forgetting a job with [`forget`]), `plan` (cutting the source
+//! into key ranges), `lease` (handing batches out and recording them with
+//! [`complete`]), `report` (what status shows: [`planned`], [`counts`],
+//! [`recent_failures`], [`most_attempted`]) and `retry` (retrying failed
+//! records: [`retry_round`], [`retry_failed`]). Everything is re-exported
+//! here, so callers write `ledger::lease`, `ledger::counts`, ….
+
+mod lease;
+mod plan;
+mod report;
+mod retry;
+mod schema;
+
+pub use lease::{Lease, complete, lease};
+pub use plan::plan;
+pub use report::{
+    LedgerCounts, MostAttempted, RECENT_WINDOW_SECONDS, counts, most_attempted, planned,
+    recent_failures,
+};
+pub use retry::{retry_failed, retry_round};
+pub use schema::{forget, install};
