@@ -8,8 +8,8 @@
 //! at all: a crash anywhere loses no finished batch and counts none twice, and
 //! a worker whose lease expired cannot commit over the batch's new holder.
 //!
-//! By concern, one file each: `schema` (creating the schema with
-//! [`install`], forgetting a job with [`forget`]), `plan` (cutting the source
+//! By concern, one file each: `schema` (the versioned schema:
+//! [`install`] applies its migrations; [`forget`] removes a job), `plan` (cutting the source
 //! into key ranges), `lease` (handing batches out and recording them with
 //! [`complete`]), `report` (what status shows: [`planned`], [`counts`],
 //! [`recent_failures`], [`most_attempted`]) and `retry` (retrying failed
@@ -29,4 +29,4 @@ pub use report::{
     recent_failures,
 };
 pub use retry::{retry_failed, retry_round};
-pub use schema::{forget, install};
+pub use schema::{SCHEMA_VERSION, forget, install, schema_version};
