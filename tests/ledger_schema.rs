@@ -123,6 +123,36 @@ async fn a_ledger_from_before_versioning_upgrades_in_place() {
     let c = ledger::counts(&target, JOB).await.unwrap();
     assert_eq!((c.pending, c.leased, c.done), (1, 1, 1));
     assert_eq!((c.processed_records, c.failed_records), (9, 1));
+    // What the later migrations add is there.
+    assert_eq!(
+        pg.psql(
+            "target",
+            "SELECT count(*) FROM information_schema.columns
+              WHERE table_schema = 'freight' AND table_name = 'batches' AND column_name = 'lease_revision'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        pg.psql(
+            "target",
+            "SELECT to_regclass('freight.attempts') IS NOT NULL"
+        ),
+        "t"
+    );
+    // The lease that expired before the upgrade is taken over as attempt 2,
+    // the first one with a history.
+    let lease = ledger::lease(&target, JOB, "w-2", 30.0, "v2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((lease.batch_id, lease.attempt), (1, 2));
+    assert_eq!(
+        pg.psql(
+            "target",
+            "SELECT string_agg(batch_id || ':' || attempt || ':' || revision, ',') FROM freight.attempts"
+        ),
+        "1:2:v2"
+    );
 }
 
 #[tokio::test]

@@ -8,13 +8,18 @@
 //! at all: a crash anywhere loses no finished batch and counts none twice, and
 //! a worker whose lease expired cannot commit over the batch's new holder.
 //!
-//! By concern, one file each: `schema` (the versioned schema:
-//! [`install`] applies its migrations; [`forget`] removes a job), `plan` (cutting the source
-//! into key ranges), `lease` (handing batches out and recording them with
-//! [`complete`]), `report` (what status shows: [`planned`], [`counts`],
-//! [`recent_failures`], [`most_attempted`]) and `retry` (retrying failed
-//! records: [`retry_round`], [`retry_failed`]). Everything is re-exported
-//! here, so callers write `ledger::lease`, `ledger::counts`, ….
+//! One file per concern; everything is re-exported here, so callers write
+//! `ledger::lease`, `ledger::counts`, …:
+//! - `schema`: the versioned schema — [`install`] applies its migrations
+//!   ([`SCHEMA_VERSION`], [`schema_version`]); [`forget`] removes a job.
+//! - `plan`: cutting the source into key ranges — [`plan()`].
+//! - `lease`: handing batches out ([`lease()`]), recording them
+//!   ([`complete`]) or taking them back ([`release`]); every lease is an
+//!   attempt, kept in `freight.attempts` with the worker's revision.
+//! - `report`: what status shows — [`planned`], [`counts`],
+//!   [`recent_failures`], [`most_attempted`]; per-revision figures —
+//!   [`revision_stats`].
+//! - `retry`: retrying failed records — [`retry_round`], [`retry_failed`].
 
 mod lease;
 mod plan;
@@ -22,11 +27,11 @@ mod report;
 mod retry;
 mod schema;
 
-pub use lease::{Lease, complete, lease};
+pub use lease::{Lease, complete, lease, release};
 pub use plan::plan;
 pub use report::{
-    LedgerCounts, MostAttempted, RECENT_WINDOW_SECONDS, counts, most_attempted, planned,
-    recent_failures,
+    LedgerCounts, MostAttempted, RECENT_WINDOW_SECONDS, RevisionStats, counts, most_attempted,
+    planned, recent_failures, revision_stats,
 };
 pub use retry::{retry_failed, retry_round};
 pub use schema::{SCHEMA_VERSION, forget, install, schema_version};

@@ -1,5 +1,6 @@
 //! What status shows, read from the ledger: the plan's totals, batch and
-//! record counters, recent failures and the most attempted batch.
+//! record counters, recent failures and the most attempted batch; and the
+//! figures of each worker revision, from the attempt history.
 
 use tokio_postgres::Client;
 
@@ -111,7 +112,8 @@ pub async fn recent_failures(
 pub struct MostAttempted {
     /// The batch.
     pub batch_id: i64,
-    /// Times it was leased.
+    /// Times it was leased, not counting leases handed back unstarted
+    /// ([`release`](super::release)).
     pub attempts: i32,
     /// Its inclusive lower key bound (None: unbounded, or a retry batch).
     pub lower: Option<String>,
@@ -126,9 +128,14 @@ pub async fn most_attempted(
 ) -> Result<Option<MostAttempted>, PgError> {
     let row = client
         .query_opt(
-            "SELECT batch_id, attempts, lower_key, upper_key FROM freight.batches
-              WHERE job_uid = $1::text::uuid AND state <> 'done'
-              ORDER BY attempts DESC, batch_id LIMIT 1",
+            "SELECT b.batch_id, b.attempts - coalesce(h.abandoned, 0) AS tries,
+                    b.lower_key, b.upper_key
+               FROM freight.batches b
+               LEFT JOIN (SELECT batch_id, count(*)::int AS abandoned FROM freight.attempts
+                           WHERE job_uid = $1::text::uuid AND outcome = 'abandoned'
+                           GROUP BY batch_id) h USING (batch_id)
+              WHERE b.job_uid = $1::text::uuid AND b.state <> 'done'
+              ORDER BY tries DESC, b.batch_id LIMIT 1",
             &[&job_uid],
         )
         .await
@@ -139,4 +146,72 @@ pub async fn most_attempted(
         lower: r.get(2),
         upper: r.get(3),
     }))
+}
+
+/// What the attempts of one worker revision did, from `freight.attempts`.
+/// Rows per second of the revision: `processed_records / done_seconds`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RevisionStats {
+    /// The workers' revision ("" when unknown).
+    pub revision: String,
+    /// Leases handed out.
+    pub attempts: i64,
+    /// Attempts that recorded their batch.
+    pub done: i64,
+    /// Attempts that did not: taken over after their lease expired (or
+    /// expired and not taken over yet), or handed back.
+    pub failed: i64,
+    /// Records written by the done attempts.
+    pub processed_records: i64,
+    /// Records the target rejected in the done attempts.
+    pub failed_records: i64,
+    /// Seconds from lease to record, summed over the done attempts.
+    pub done_seconds: f64,
+}
+
+/// Per-revision figures of a job's attempts leased in the last
+/// `window_seconds` (None: all of them), ordered by revision. One aggregate
+/// query.
+pub async fn revision_stats(
+    client: &Client,
+    job_uid: &str,
+    window_seconds: Option<f64>,
+) -> Result<Vec<RevisionStats>, PgError> {
+    // An attempt still open whose batch is leased under it with an expired
+    // lease has failed too; it is only closed when the batch is taken over.
+    let rows = client
+        .query(
+            "SELECT a.revision,
+                    count(*),
+                    count(*) FILTER (WHERE a.outcome = 'done'),
+                    count(*) FILTER (WHERE a.outcome IN ('expired', 'abandoned')
+                                        OR (a.outcome IS NULL AND b.lease_expires < now())),
+                    coalesce(sum(a.processed_records) FILTER (WHERE a.outcome = 'done'), 0)::bigint,
+                    coalesce(sum(a.failed_records) FILTER (WHERE a.outcome = 'done'), 0)::bigint,
+                    coalesce(extract(epoch FROM sum(a.ended_at - a.leased_at)
+                                                FILTER (WHERE a.outcome = 'done')), 0)::float8
+               FROM freight.attempts a
+               LEFT JOIN freight.batches b
+                 ON (b.job_uid, b.batch_id, b.attempts) = (a.job_uid, a.batch_id, a.attempt)
+                AND b.state = 'leased'
+              WHERE a.job_uid = $1::text::uuid
+                AND ($2::float8 IS NULL OR a.leased_at > now() - make_interval(secs => $2))
+              GROUP BY a.revision
+              ORDER BY a.revision",
+            &[&job_uid, &window_seconds],
+        )
+        .await
+        .map_err(|e| PgError::from_driver("read attempts", &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| RevisionStats {
+            revision: r.get(0),
+            attempts: r.get(1),
+            done: r.get(2),
+            failed: r.get(3),
+            processed_records: r.get(4),
+            failed_records: r.get(5),
+            done_seconds: r.get(6),
+        })
+        .collect())
 }

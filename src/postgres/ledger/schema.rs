@@ -9,13 +9,18 @@
 //! key otherwise). A ledger created before versioning has no version table:
 //! migration 1 is exactly that schema, written with `IF NOT EXISTS`, so it
 //! upgrades in place.
+//!
+//! | version | adds |
+//! |---|---|
+//! | 1 | `jobs`, `batches`, `failed_records` |
+//! | 2 | `batches.lease_revision`; `attempts`: one row per lease handed out |
 
 use tokio_postgres::{Client, error::SqlState};
 
 use crate::postgres::error::PgError;
 
 /// The schema version this code installs (the last migration's).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Key of the advisory lock held while migrating: "freight" in ASCII.
 const INSTALL_LOCK: i64 = 0x0066_7265_6967_6874;
@@ -29,10 +34,11 @@ struct Migration {
 
 /// The schema's history, in order. Append only: a migration that has shipped
 /// never changes.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "jobs, batches and failed records",
-    sql: "CREATE SCHEMA IF NOT EXISTS freight;
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "jobs, batches and failed records",
+        sql: "CREATE SCHEMA IF NOT EXISTS freight;
              CREATE TABLE IF NOT EXISTS freight.jobs (
                job_uid uuid PRIMARY KEY,
                total_records bigint NOT NULL,
@@ -64,7 +70,28 @@ const MIGRATIONS: &[Migration] = &[Migration {
                error text NOT NULL,
                recorded_at timestamptz NOT NULL DEFAULT now(),
                PRIMARY KEY (job_uid, record_key));",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "worker revisions and the attempt history",
+        sql: "ALTER TABLE freight.batches ADD COLUMN IF NOT EXISTS lease_revision text;
+             CREATE TABLE IF NOT EXISTS freight.attempts (
+               job_uid uuid NOT NULL,
+               batch_id bigint NOT NULL,
+               attempt int NOT NULL,
+               revision text NOT NULL DEFAULT '',
+               worker text NOT NULL,
+               leased_at timestamptz NOT NULL DEFAULT now(),
+               ended_at timestamptz,
+               outcome text CHECK (outcome IN ('done', 'expired', 'abandoned')),
+               processed_records bigint NOT NULL DEFAULT 0,
+               failed_records bigint NOT NULL DEFAULT 0,
+               PRIMARY KEY (job_uid, batch_id, attempt));
+             CREATE INDEX IF NOT EXISTS attempts_leased ON freight.attempts (job_uid, leased_at);
+             CREATE INDEX IF NOT EXISTS attempts_abandoned ON freight.attempts (job_uid, batch_id)
+               WHERE outcome = 'abandoned';",
+    },
+];
 
 /// Brings the ledger schema to [`SCHEMA_VERSION`]: creates it, or applies
 /// the migrations it lacks. Idempotent, and safe to run from many jobs at
@@ -133,12 +160,14 @@ fn migration_script() -> String {
 }
 
 /// Removes everything the ledger holds about a job (when it is deleted).
+/// A ledger from an older operator is upgraded first, so every table is there.
 pub async fn forget(client: &mut Client, job_uid: &str) -> Result<(), PgError> {
+    install(client).await?;
     let tx = client
         .transaction()
         .await
         .map_err(|e| PgError::from_driver("begin forget", &e))?;
-    for table in ["failed_records", "batches", "jobs"] {
+    for table in ["attempts", "failed_records", "batches", "jobs"] {
         tx.execute(
             &format!("DELETE FROM freight.{table} WHERE job_uid = $1::text::uuid"),
             &[&job_uid],
