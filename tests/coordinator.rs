@@ -36,12 +36,28 @@ async fn setup() -> (TempPostgres, Registry, Arc<tokio_postgres::Client>) {
         schema: "public".into(),
         table: "contacts".into(),
     };
-    ledger::plan(&source, &mut target, JOB, &table, "id", 10)
-        .await
-        .unwrap();
-    ledger::plan(&source, &mut target, OTHER, &table, "id", 10)
-        .await
-        .unwrap();
+    ledger::plan(
+        &source,
+        &mut target,
+        JOB,
+        &table,
+        "id",
+        10,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    ledger::plan(
+        &source,
+        &mut target,
+        OTHER,
+        &table,
+        "id",
+        10,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let target = Arc::new(target);
     let registry = Registry::default();
     let key = |name: &str| JobKey {

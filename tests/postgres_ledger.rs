@@ -5,7 +5,14 @@
 #[path = "common/pg.rs"]
 mod pg;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use freight::{
     api::WriteMode,
@@ -52,9 +59,17 @@ async fn setup(rows: i64, batch: u64) -> (TempPostgres, freight::domain::plan::P
     let source = connect(&pg.url("source")).await.unwrap();
     let mut target = connect(&pg.url("target")).await.unwrap();
     ledger::install(&target).await.unwrap();
-    let totals = ledger::plan(&source, &mut target, JOB, &contacts(), "id", batch)
-        .await
-        .unwrap();
+    let totals = ledger::plan(
+        &source,
+        &mut target,
+        JOB,
+        &contacts(),
+        "id",
+        batch,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     (pg, totals)
 }
 
@@ -95,9 +110,17 @@ async fn planning_is_stored_once() {
     assert_eq!((totals.records, totals.batches), (1000, 16));
     let source = connect(&pg.url("source")).await.unwrap();
     let mut target = connect(&pg.url("target")).await.unwrap();
-    let again = ledger::plan(&source, &mut target, JOB, &contacts(), "id", 10)
-        .await
-        .unwrap();
+    let again = ledger::plan(
+        &source,
+        &mut target,
+        JOB,
+        &contacts(),
+        "id",
+        10,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(again, totals, "a planned job keeps its plan");
     assert_eq!(
         pg.psql("target", "SELECT count(*) FROM freight.batches"),
@@ -107,6 +130,64 @@ async fn planning_is_stored_once() {
         pg.psql("target", "SELECT sum(planned_records) FROM freight.batches"),
         "1000"
     );
+}
+
+#[tokio::test]
+async fn planning_progress_follows_the_keys_read_and_the_batches_cut() {
+    let pg = TempPostgres::start();
+    pg.psql("source", TABLE);
+    pg.psql(
+        "source",
+        "INSERT INTO contacts SELECT g, 'user' || g || '@example.com', g % 100 FROM generate_series(1, 20000) g",
+    );
+    let source = connect(&pg.url("source")).await.unwrap();
+    let mut target = connect(&pg.url("target")).await.unwrap();
+    ledger::install(&target).await.unwrap();
+    let progress = Arc::new(ledger::PlanProgress::default());
+    let done = Arc::new(AtomicBool::new(false));
+    // Another task samples the figures while planning runs.
+    let sampler = tokio::spawn({
+        let (progress, done) = (progress.clone(), done.clone());
+        async move {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                seen.push((
+                    progress.records.load(Ordering::Relaxed),
+                    progress.batches.load(Ordering::Relaxed),
+                ));
+                tokio::task::yield_now().await;
+            }
+            seen
+        }
+    });
+    let totals = ledger::plan(&source, &mut target, JOB, &contacts(), "id", 100, &progress)
+        .await
+        .unwrap();
+    done.store(true, Ordering::Relaxed);
+    let seen = sampler.await.unwrap();
+    assert_eq!((totals.records, totals.batches), (20000, 200));
+    assert_eq!(
+        (
+            progress.records.load(Ordering::Relaxed),
+            progress.batches.load(Ordering::Relaxed)
+        ),
+        (20000, 200)
+    );
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+    );
+    assert!(
+        seen.iter().any(|&(r, b)| 0 < b && b < 200 && r < 20000),
+        "progress shows while planning runs"
+    );
+
+    // Planning a planned job shows its totals at once.
+    let again = ledger::PlanProgress::default();
+    ledger::plan(&source, &mut target, JOB, &contacts(), "id", 100, &again)
+        .await
+        .unwrap();
+    assert_eq!(again.batches.load(Ordering::Relaxed), 200);
 }
 
 #[tokio::test]

@@ -239,9 +239,17 @@ async fn plan(pg: &TempPostgres) {
         table: "contacts".into(),
     };
     let uid = job(true).metadata.uid.unwrap();
-    freight::postgres::ledger::plan(&source, &mut target, &uid, &table, "id", 1000)
-        .await
-        .unwrap();
+    freight::postgres::ledger::plan(
+        &source,
+        &mut target,
+        &uid,
+        &table,
+        "id",
+        1000,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
 }
 
 /// A planned job whose children and status are exactly what the operator wants.

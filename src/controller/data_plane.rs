@@ -147,6 +147,7 @@ pub async fn plan(job: &MigrationJob, urls: &Urls) -> Result<Result<(), ConfigPr
         &table,
         &src.key_column,
         batch_size,
+        &Default::default(),
     )
     .await
     {

@@ -60,9 +60,17 @@ pub async fn migrate(
         schema: "public".into(),
         table: "contacts".into(),
     };
-    let totals = ledger::plan(&source, &mut target, uid, &table, "id", batch)
-        .await
-        .expect("plan");
+    let totals = ledger::plan(
+        &source,
+        &mut target,
+        uid,
+        &table,
+        "id",
+        batch,
+        &Default::default(),
+    )
+    .await
+    .expect("plan");
     let planning = start.elapsed();
     let target = Arc::new(target);
     let ledger = Arc::new(SharedClient::new(

@@ -12,7 +12,8 @@
 //! `ledger::lease`, `ledger::counts`, …:
 //! - `schema`: the versioned schema — [`install`] applies its migrations
 //!   ([`SCHEMA_VERSION`], [`schema_version`]); [`forget`] removes a job.
-//! - `plan`: cutting the source into key ranges — [`plan()`].
+//! - `plan`: cutting the source into key ranges — [`plan()`], watched
+//!   through [`PlanProgress`].
 //! - `lease`: handing batches out ([`lease()`]), recording them
 //!   ([`complete`]) or taking them back ([`release`]); every lease is an
 //!   attempt, kept in `freight.attempts` with the worker's revision.
@@ -28,7 +29,7 @@ mod retry;
 mod schema;
 
 pub use lease::{Lease, complete, lease, release};
-pub use plan::plan;
+pub use plan::{PlanProgress, plan};
 pub use report::{
     LedgerCounts, MostAttempted, RECENT_WINDOW_SECONDS, RevisionStats, counts, most_attempted,
     planned, recent_failures, revision_stats,
