@@ -96,7 +96,7 @@ pub async fn plan(
             store(&tx, &insert, job_uid, batch_id, &range).await?;
             batch_id += 1;
             progress.set(records, batch_id.unsigned_abs());
-        } else if records % PROGRESS_EVERY == 0 {
+        } else if records.is_multiple_of(PROGRESS_EVERY) {
             progress.records.store(records, Ordering::Relaxed);
         }
     }
