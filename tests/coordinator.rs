@@ -86,12 +86,21 @@ async fn post(
     path: &str,
     token: Option<&str>,
 ) -> (StatusCode, Option<LeaseResponse>) {
+    post_body(registry, path, token, r#"{"worker":"pod-1"}"#).await
+}
+
+async fn post_body(
+    registry: &Registry,
+    path: &str,
+    token: Option<&str>,
+    body: &'static str,
+) -> (StatusCode, Option<LeaseResponse>) {
     let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
     if let Some(t) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
     let response = router(registry.clone())
-        .oneshot(request.body(Body::from(r#"{"worker":"pod-1"}"#)).unwrap())
+        .oneshot(request.body(Body::from(body)).unwrap())
         .await
         .unwrap();
     let status = response.status();
@@ -167,5 +176,34 @@ async fn answers_tell_the_worker_what_to_do_next() {
     assert_eq!(
         post(&registry, PATH, Some("token-a")).await.0,
         StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_lease_records_the_workers_revision() {
+    let (pg, registry, _) = setup().await;
+    let body = r#"{"worker":"pod-2","revision":"7f9c2e1"}"#;
+    let (status, _) = post_body(&registry, PATH, Some("token-a"), body).await;
+    assert_eq!(status, StatusCode::OK);
+    // A worker that sends no revision (an older one) is served as before.
+    assert_eq!(
+        post(&registry, PATH, Some("token-a")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        pg.psql(
+            "target",
+            "SELECT string_agg(batch_id || ':' || worker || ':' || revision, ',' ORDER BY batch_id)
+               FROM freight.attempts"
+        ),
+        "0:pod-2:7f9c2e1,1:pod-1:"
+    );
+    assert_eq!(
+        pg.psql(
+            "target",
+            "SELECT string_agg(coalesce(lease_revision, '-'), ',' ORDER BY batch_id)
+               FROM freight.batches WHERE job_uid = '1f0e7c1a-0000-4000-8000-000000000001'"
+        ),
+        "7f9c2e1,,-"
     );
 }

@@ -1,69 +1,27 @@
 //! The ledger against a real PostgreSQL: planning, exclusive leases, results
 //! committed with their rows, and stale leases that cannot commit.
 
+#[path = "common/contacts.rs"]
+mod contacts;
 #[path = "common/pg.rs"]
 mod pg;
 
-use std::{collections::BTreeSet, time::Duration};
-
-use freight::{
-    api::WriteMode,
-    postgres::{
-        CopySpec, Rows, TableRef, connect, copy_range,
-        ledger::{self, Lease},
-        prepare_staging, table_columns,
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
+};
+
+use contacts::{CHECKSUM, JOB, TABLE, contacts, contacts_spec, setup};
+use freight::postgres::{
+    Rows, connect, copy_range,
+    ledger::{self, Lease},
+    prepare_staging,
 };
 use pg::TempPostgres;
-
-const JOB: &str = "1f0e7c1a-0000-4000-8000-000000000001";
-const TABLE: &str = "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, age int)";
-const CHECKSUM: &str =
-    "SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY id)) FROM contacts t";
-
-fn contacts() -> TableRef {
-    TableRef {
-        schema: "public".into(),
-        table: "contacts".into(),
-    }
-}
-
-/// Copying contacts to contacts (same types on both sides: direct COPY allowed).
-async fn contacts_spec(source: &tokio_postgres::Client) -> CopySpec {
-    CopySpec {
-        direct: true,
-        source: contacts(),
-        target: contacts(),
-        key_column: "id".into(),
-        columns: table_columns(source, &contacts()).await.unwrap(),
-        mode: WriteMode::Insert,
-    }
-}
-
-async fn setup(rows: i64, batch: u64) -> (TempPostgres, freight::domain::plan::PlanTotals) {
-    let pg = TempPostgres::start();
-    pg.psql("source", TABLE);
-    pg.psql(
-        "source",
-        &format!("INSERT INTO contacts SELECT g * 3 - 1000, 'user' || g || '@example.com', g % 100 FROM generate_series(1, {rows}) g"),
-    );
-    pg.psql("target", TABLE);
-    let source = connect(&pg.url("source")).await.unwrap();
-    let mut target = connect(&pg.url("target")).await.unwrap();
-    ledger::install(&target).await.unwrap();
-    let totals = ledger::plan(
-        &source,
-        &mut target,
-        JOB,
-        &contacts(),
-        "id",
-        batch,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    (pg, totals)
-}
 
 /// One worker: lease, copy, complete in the same transaction, until no batch is left.
 async fn work(pg_source: String, pg_target: String, owner: String) -> Vec<i64> {
@@ -72,7 +30,7 @@ async fn work(pg_source: String, pg_target: String, owner: String) -> Vec<i64> {
     let spec = contacts_spec(&source).await;
     prepare_staging(&target, &spec).await.unwrap();
     let mut mine = Vec::new();
-    while let Some(lease) = ledger::lease(&target, JOB, &owner, 30.0).await.unwrap() {
+    while let Some(lease) = ledger::lease(&target, JOB, &owner, 30.0, "").await.unwrap() {
         let tx = target.transaction().await.unwrap();
         let copied = copy_range(
             &source,
@@ -125,6 +83,64 @@ async fn planning_is_stored_once() {
 }
 
 #[tokio::test]
+async fn planning_progress_follows_the_keys_read_and_the_batches_cut() {
+    let pg = TempPostgres::start();
+    pg.psql("source", TABLE);
+    pg.psql(
+        "source",
+        "INSERT INTO contacts SELECT g, 'user' || g || '@example.com', g % 100 FROM generate_series(1, 20000) g",
+    );
+    let source = connect(&pg.url("source")).await.unwrap();
+    let mut target = connect(&pg.url("target")).await.unwrap();
+    ledger::install(&target).await.unwrap();
+    let progress = Arc::new(ledger::PlanProgress::default());
+    let done = Arc::new(AtomicBool::new(false));
+    // Another task samples the figures while planning runs.
+    let sampler = tokio::spawn({
+        let (progress, done) = (progress.clone(), done.clone());
+        async move {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                seen.push((
+                    progress.records.load(Ordering::Relaxed),
+                    progress.batches.load(Ordering::Relaxed),
+                ));
+                tokio::task::yield_now().await;
+            }
+            seen
+        }
+    });
+    let totals = ledger::plan(&source, &mut target, JOB, &contacts(), "id", 100, &progress)
+        .await
+        .unwrap();
+    done.store(true, Ordering::Relaxed);
+    let seen = sampler.await.unwrap();
+    assert_eq!((totals.records, totals.batches), (20000, 200));
+    assert_eq!(
+        (
+            progress.records.load(Ordering::Relaxed),
+            progress.batches.load(Ordering::Relaxed)
+        ),
+        (20000, 200)
+    );
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+    );
+    assert!(
+        seen.iter().any(|&(r, b)| 0 < b && b < 200 && r < 20000),
+        "progress shows while planning runs"
+    );
+
+    // Planning a planned job shows its totals at once.
+    let again = ledger::PlanProgress::default();
+    ledger::plan(&source, &mut target, JOB, &contacts(), "id", 100, &again)
+        .await
+        .unwrap();
+    assert_eq!(again.batches.load(Ordering::Relaxed), 200);
+}
+
+#[tokio::test]
 async fn concurrent_workers_copy_every_batch_exactly_once() {
     let (pg, totals) = setup(5000, 100).await;
     let workers: Vec<_> = (0..6)
@@ -159,12 +175,12 @@ async fn an_expired_lease_moves_on_and_its_holder_cannot_commit() {
     let spec = contacts_spec(&source).await;
     prepare_staging(&stale_conn, &spec).await.unwrap();
 
-    let stale: Lease = ledger::lease(&target, JOB, "slow", 0.2)
+    let stale: Lease = ledger::lease(&target, JOB, "slow", 0.2, "")
         .await
         .unwrap()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let fresh = ledger::lease(&target, JOB, "fast", 30.0)
+    let fresh = ledger::lease(&target, JOB, "fast", 30.0, "")
         .await
         .unwrap()
         .unwrap();

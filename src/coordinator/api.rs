@@ -1,6 +1,8 @@
 //! `POST /v1/namespaces/{namespace}/migrationjobs/{name}/leases`
 //!
-//! Authorization: `Bearer <job credential>`; body `{"worker": "<pod name>"}`.
+//! Authorization: `Bearer <job credential>`; body
+//! `{"worker": "<pod name>", "revision": "<worker revision>"}` (`revision`
+//! optional: recorded with the attempt, for per-revision figures).
 //!
 //! | answer | meaning |
 //! |---|---|
@@ -49,6 +51,9 @@ pub struct LeaseResponse {
 #[derive(Debug, Deserialize)]
 struct LeaseRequest {
     worker: String,
+    /// The worker's revision (absent from older workers: unknown).
+    #[serde(default)]
+    revision: Option<String>,
 }
 
 /// The coordinator's routes.
@@ -103,7 +108,17 @@ async fn lease(
         JobState::Serving => {}
     }
     let leased = match job.ledger.get().await {
-        Ok(client) => ledger::lease(&client, &job.uid, &request.worker, job.lease_seconds).await,
+        Ok(client) => {
+            let revision = request.revision.as_deref().unwrap_or_default();
+            ledger::lease(
+                &client,
+                &job.uid,
+                &request.worker,
+                job.lease_seconds,
+                revision,
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     match leased {

@@ -33,6 +33,8 @@ pub struct BatchConfig {
     pub job: String,
     /// This worker's name (pod name).
     pub worker: String,
+    /// This worker's revision, recorded with each attempt ("" when unknown).
+    pub revision: String,
     /// The job's credential. Never logged.
     pub token: String,
     /// Source connection string. Never logged.
@@ -149,7 +151,7 @@ async fn ask(http: &reqwest::Client, cfg: &BatchConfig) -> Result<Next, String> 
     let response = http
         .post(url)
         .bearer_auth(&cfg.token)
-        .json(&serde_json::json!({ "worker": cfg.worker }))
+        .json(&serde_json::json!({ "worker": cfg.worker, "revision": cfg.revision }))
         .timeout(Duration::from_secs(30))
         .send()
         .await

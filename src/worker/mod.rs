@@ -64,6 +64,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("job_name", &self.job_name)
             .field("job_namespace", &self.job_namespace)
             .field("pod_name", &self.pod_name)
+            .field("revision", &self.batches.revision)
             .field("token", &"<redacted>")
             .field("metrics_addr", &self.metrics_addr)
             .field("coordinator", &self.batches.coordinator)
@@ -95,6 +96,7 @@ impl WorkerConfig {
             namespace: job_namespace.clone(),
             job: job_name.clone(),
             worker: pod_name.clone(),
+            revision: std::env::var("FREIGHT_WORKER_REVISION").unwrap_or_default(),
             token: token.clone(),
             source_url: var("FREIGHT_SOURCE_URL")?,
             target_url: var("FREIGHT_TARGET_URL")?,

@@ -103,6 +103,7 @@ pub async fn migrate(
                 namespace: "crm".into(),
                 job: "contacts".into(),
                 worker: format!("worker-{i}"),
+                revision: String::new(),
                 token: "secret-token".into(),
                 source_url: pg.url("source"),
                 target_url: pg.url("target"),
