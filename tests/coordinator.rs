@@ -129,10 +129,17 @@ async fn only_the_jobs_own_credential_leases_its_batches() {
     assert_eq!(status, StatusCode::OK);
     let lease = lease.unwrap();
     assert_eq!(
-        (lease.job_uid.as_str(), lease.batch_id, lease.attempt),
+        (
+            lease.job_uid.as_str(),
+            lease.lease.batch_id,
+            lease.lease.attempt
+        ),
         (JOB, 0, 1)
     );
-    assert_eq!((lease.lower, lease.upper.as_deref()), (None, Some("11")));
+    assert_eq!(
+        (lease.lease.lower, lease.lease.upper.as_deref()),
+        (None, Some("11"))
+    );
 }
 
 #[tokio::test]
@@ -141,7 +148,7 @@ async fn answers_tell_the_worker_what_to_do_next() {
     for expected in 0..3 {
         let (status, lease) = post(&registry, PATH, Some("token-a")).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(lease.unwrap().batch_id, expected);
+        assert_eq!(lease.unwrap().lease.batch_id, expected);
     }
     // All leased: come back later.
     assert_eq!(

@@ -14,6 +14,7 @@ pub mod error;
 pub mod labels;
 pub mod memory;
 pub mod observe;
+pub mod plan;
 pub mod planning;
 pub mod reconcile;
 pub mod status;

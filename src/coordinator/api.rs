@@ -23,27 +23,18 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::registry::{JobKey, JobState, Registry};
-use crate::postgres::ledger;
+use crate::postgres::ledger::{self, Lease};
 
-/// A leased batch, as the worker receives it.
+/// A leased batch, as the worker receives it: the ledger's [`Lease`], the
+/// job it belongs to and how long it lasts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseResponse {
     /// The job's UID (the ledger key to record the result under).
     pub job_uid: String,
-    /// The batch.
-    pub batch_id: i64,
-    /// Proof of the lease, needed to record the result.
-    pub lease_id: String,
-    /// Inclusive lower key bound (absent: unbounded).
-    pub lower: Option<String>,
-    /// Exclusive upper key bound (absent: unbounded).
-    pub upper: Option<String>,
-    /// For a retry batch: exactly these keys (the bounds are then unused).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keys: Option<Vec<String>>,
-    /// Attempt number of this batch.
-    pub attempt: i32,
+    /// The batch, its bounds or keys, and the proof of the lease.
+    #[serde(flatten)]
+    pub lease: Lease,
     /// Seconds until the lease expires.
     pub lease_seconds: f64,
 }
@@ -122,14 +113,9 @@ async fn lease(
         Err(e) => Err(e),
     };
     match leased {
-        Ok(Some(l)) => Json(LeaseResponse {
+        Ok(Some(lease)) => Json(LeaseResponse {
             job_uid: job.uid.clone(),
-            batch_id: l.batch_id,
-            lease_id: l.lease_id,
-            lower: l.lower,
-            upper: l.upper,
-            keys: l.keys,
-            attempt: l.attempt,
+            lease,
             lease_seconds: job.lease_seconds,
         })
         .into_response(),

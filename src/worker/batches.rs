@@ -14,10 +14,10 @@ use tokio_postgres::Client;
 
 use crate::{
     api::{PostgresSource, PostgresTarget},
+    backoff::Backoff,
     coordinator::LeaseResponse,
     postgres::{
-        CopySpec, PgError, PgErrorKind, ResolveError, Rows, connect, copy_range,
-        ledger::{self, Lease},
+        CopySpec, PgError, PgErrorKind, ResolveError, Rows, connect, copy_range, ledger,
         prepare_staging, resolve_copy_spec,
     },
 };
@@ -112,7 +112,7 @@ pub async fn run(
 ) -> Stopped {
     let http = reqwest::Client::new();
     let mut conns: Option<Connections> = None;
-    let mut backoff = Backoff::default();
+    let mut backoff = backoff();
     loop {
         if *shutdown.borrow() {
             return Stopped::Shutdown;
@@ -121,7 +121,7 @@ pub async fn run(
             Ok(next) => next,
             Err(why) => {
                 tracing::warn!(error = %why, "coordinator unavailable");
-                Next::Wait(backoff.next())
+                Next::Wait(backoff.next_delay())
             }
         };
         let lease = match next {
@@ -208,7 +208,7 @@ async fn run_batch(
 ) {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(lease.lease_seconds * 0.8);
-    let mut backoff = Backoff::default();
+    let mut backoff = backoff();
     loop {
         match try_batch(cfg, conns, lease).await {
             Ok(Some((written, failed))) => {
@@ -216,12 +216,12 @@ async fn run_batch(
                 metrics.failed.inc_by(failed);
                 metrics.batches.inc();
                 metrics.duration.observe(started.elapsed().as_secs_f64());
-                tracing::debug!(batch = lease.batch_id, written, failed, "batch done");
+                tracing::debug!(batch = lease.lease.batch_id, written, failed, "batch done");
                 return;
             }
             Ok(None) => {
                 tracing::warn!(
-                    batch = lease.batch_id,
+                    batch = lease.lease.batch_id,
                     "lease expired before the batch was recorded; it goes to another attempt"
                 );
                 return;
@@ -232,12 +232,12 @@ async fn run_batch(
                 }
                 // A broken or unusable connection is rebuilt on the next try.
                 *conns = None;
-                let wait = backoff.next();
+                let wait = backoff.next_delay();
                 if Instant::now() + wait > deadline {
-                    tracing::warn!(batch = lease.batch_id, error = %e, "giving the batch back: its lease runs out");
+                    tracing::warn!(batch = lease.lease.batch_id, error = %e, "giving the batch back: its lease runs out");
                     return;
                 }
-                tracing::warn!(batch = lease.batch_id, error = %e, retry_in_ms = wait.as_millis() as u64, "batch failed; retrying");
+                tracing::warn!(batch = lease.lease.batch_id, error = %e, retry_in_ms = wait.as_millis() as u64, "batch failed; retrying");
                 tokio::time::sleep(wait).await;
             }
         }
@@ -264,23 +264,23 @@ async fn try_batch(
         .transaction()
         .await
         .map_err(|e| PgError::from_driver("begin batch", &e))?;
-    let rows = match &lease.keys {
+    let rows = match &lease.lease.keys {
         Some(keys) => Rows::Keys(keys),
         None => Rows::Range {
-            lower: lease.lower.as_deref(),
-            upper: lease.upper.as_deref(),
+            lower: lease.lease.lower.as_deref(),
+            upper: lease.lease.upper.as_deref(),
         },
     };
     let copied = copy_range(&c.source, &tx, &c.spec, rows).await?;
-    let held = Lease {
-        batch_id: lease.batch_id,
-        lease_id: lease.lease_id.clone(),
-        lower: lease.lower.clone(),
-        upper: lease.upper.clone(),
-        keys: lease.keys.clone(),
-        attempt: lease.attempt,
-    };
-    if !ledger::complete(&tx, &lease.job_uid, &held, copied.written, &copied.failed).await? {
+    if !ledger::complete(
+        &tx,
+        &lease.job_uid,
+        &lease.lease,
+        copied.written,
+        &copied.failed,
+    )
+    .await?
+    {
         tx.rollback()
             .await
             .map_err(|e| PgError::from_driver("roll back batch", &e))?;
@@ -292,17 +292,7 @@ async fn try_batch(
     Ok(Some((copied.written, copied.failed.len() as u64)))
 }
 
-/// Exponential backoff from 250 ms to 30 s.
-#[derive(Default)]
-struct Backoff(u32);
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let d = Duration::from_millis(250).saturating_mul(1 << self.0.min(7));
-        self.0 = self.0.saturating_add(1);
-        d.min(Duration::from_secs(30))
-    }
-    fn reset(&mut self) {
-        self.0 = 0;
-    }
+/// The worker's retry delays: exponential from 250 ms to 30 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
 }

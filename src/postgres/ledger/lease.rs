@@ -10,8 +10,10 @@ use tokio_postgres::{Client, Transaction};
 
 use crate::postgres::{copy::FailedRecord, error::PgError};
 
-/// A batch leased to one worker until its lease expires.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A batch leased to one worker until its lease expires. The same type is
+/// what the coordinator hands the worker (flattened into its answer).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Lease {
     /// The batch.
     pub batch_id: i64,
@@ -22,6 +24,7 @@ pub struct Lease {
     /// Exclusive upper key bound (None: unbounded).
     pub upper: Option<String>,
     /// For a retry batch: exactly these keys (the bounds are then unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<String>>,
     /// This is attempt number `attempt` of the batch.
     pub attempt: i32,
