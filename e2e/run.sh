@@ -50,7 +50,8 @@ smoke=$(bash e2e/cluster/smoke.sh | tee -a /dev/stderr | tail -n 1)
 
 step "building freight and the pod runner"
 cargo build --bin freight -p freight --bin pod-runner -p freight-e2e
-export FREIGHT_E2E_BIN="$PWD/target/debug/freight"
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+export FREIGHT_E2E_BIN="$TARGET_DIR/debug/freight"
 
 step "installing the CRD"
 kubectl apply --server-side --force-conflicts -f crds/migrationjob.yaml >&2
@@ -59,7 +60,7 @@ kubectl wait --for=condition=Established crd/migrationjobs.freight.dev --timeout
 step "starting the pod runner (worker pods on fake nodes run as local processes)"
 mkdir -p "$FREIGHT_E2E_STATE"
 FREIGHT_E2E_POD_SELECTOR="app.kubernetes.io/part-of=freight,app.kubernetes.io/component=worker" \
-  target/debug/pod-runner >>"$FREIGHT_E2E_STATE/pod-runner.log" 2>&1 &
+  "$TARGET_DIR/debug/pod-runner" >>"$FREIGHT_E2E_STATE/pod-runner.log" 2>&1 &
 runner_pid=$!
 
 step "running the end-to-end tests"
