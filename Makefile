@@ -37,8 +37,11 @@ tools:
 
 helm-check: tools
 	$(ENV); helm lint --strict charts/freight
+	$(ENV); helm lint --strict charts/freight --set dashboards.enabled=true
 	$(ENV); helm template freight charts/freight --namespace freight-system >/dev/null
 	$(ENV); helm template freight charts/freight --set watchNamespace=crm >/dev/null
+	$(ENV); helm template freight charts/freight --set dashboards.enabled=true \
+	  --show-only templates/dashboards.yaml | grep '^      "uid": "freight",$$' >/dev/null
 
 cluster-up: tools
 	bash $(CLUSTER)/up.sh
