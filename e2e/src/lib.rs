@@ -23,6 +23,9 @@ use serde_json::Value;
 #[path = "../../tests/common/pg.rs"]
 pub mod pg;
 
+pub mod dashboard;
+pub mod prometheus;
+
 pub use pg::TempPostgres;
 
 /// Root of the repository.
@@ -469,6 +472,9 @@ pub struct RunningProcess {
     pub pod: String,
     /// Process id.
     pub pid: i32,
+    /// Loopback port of its `/metrics` (0 from a pod runner that did not say).
+    #[serde(default, rename = "metricsPort")]
+    pub metrics_port: u16,
     /// Being stopped (its pod is gone).
     #[serde(default)]
     pub stopping: bool,
@@ -684,4 +690,90 @@ pub fn slow_down_writes(pg: &TempPostgres, database: &str, table: &str, seconds:
                FOR EACH STATEMENT EXECUTE FUNCTION freight_e2e_slow('{seconds}')"
         ),
     );
+}
+
+/// A gate on the writes into `table` of `database`: while it is closed,
+/// every statement that writes into the table waits (a statement-level
+/// trigger takes a shared advisory lock that the gate holds exclusively),
+/// so a job's batches block mid-write as behind a lock; opening it lets
+/// them all go on at once. Each write also takes at least `seconds` (see
+/// [`slow_down_writes`]). Open when made; dropping it opens it.
+pub struct WriteGate {
+    url: String,
+    holder: Option<std::process::Child>,
+}
+
+/// Advisory lock key of [`WriteGate`] (the two-key form, apart from the
+/// ledger's one-key advisory locks).
+const GATE_KEY: &str = "7, 4242";
+
+impl WriteGate {
+    /// Installs the gate on `table` of `database`.
+    pub fn install(pg: &TempPostgres, database: &str, table: &str, seconds: f64) -> Self {
+        pg.psql(
+            database,
+            &format!(
+                "CREATE OR REPLACE FUNCTION freight_e2e_gate() RETURNS trigger LANGUAGE plpgsql AS
+                   $$ BEGIN
+                        PERFORM pg_advisory_lock_shared({GATE_KEY});
+                        PERFORM pg_advisory_unlock_shared({GATE_KEY});
+                        PERFORM pg_sleep(TG_ARGV[0]::float8);
+                        RETURN NULL;
+                      END $$;
+                 CREATE TRIGGER freight_e2e_gate BEFORE INSERT ON {table}
+                   FOR EACH STATEMENT EXECUTE FUNCTION freight_e2e_gate('{seconds}')"
+            ),
+        );
+        Self {
+            url: pg.url(database),
+            holder: None,
+        }
+    }
+
+    /// Closes the gate: holds the lock in a session of its own, and waits
+    /// until it is held.
+    pub fn close(&mut self, pg: &TempPostgres, database: &str) {
+        assert!(self.holder.is_none(), "the gate is already closed");
+        let mut child = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("psql is installed");
+        child
+            .stdin
+            .as_mut()
+            .expect("stdin is piped")
+            .write_all(format!("SELECT pg_advisory_lock({GATE_KEY});\n").as_bytes())
+            .expect("write to psql");
+        self.holder = Some(child);
+        let (class, obj) = GATE_KEY.split_once(", ").expect("two keys");
+        let held = format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = {class}
+               AND objid = {obj} AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted"
+        );
+        let start = Instant::now();
+        while pg.psql(database, &held) != "1" {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the gate's lock was not granted in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Opens the gate (ends the session holding the lock).
+    pub fn open(&mut self) {
+        if let Some(mut child) = self.holder.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for WriteGate {
+    fn drop(&mut self) {
+        self.open();
+    }
 }

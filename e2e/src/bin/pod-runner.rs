@@ -4,7 +4,8 @@
 //!
 //! Env: KUBECONFIG, FREIGHT_E2E_BIN (required), FREIGHT_E2E_STATE (default /tmp/freight-e2e),
 //! FREIGHT_E2E_POD_SELECTOR or `--selector` (default `app.kubernetes.io/part-of=freight`).
-//! Writes `<state>/pods/running.json` and `<state>/pods/<ns>_<pod>_<container>.log`.
+//! Writes `<state>/pods/running.json` (each process with the loopback port of its `/metrics`,
+//! which tests scrape) and `<state>/pods/<ns>_<pod>_<container>.log`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -46,6 +47,8 @@ struct Proc {
 struct Running {
     child: Child,
     pid: u32,
+    /// Loopback port of its `/metrics` (`FREIGHT_METRICS_ADDR`).
+    metrics_port: u16,
     started_at: String,
     started: Instant,
 }
@@ -66,6 +69,8 @@ struct StateEntry<'a> {
     pod: &'a str,
     container: &'a str,
     pid: u32,
+    /// Loopback port of the process's `/metrics`.
+    metrics_port: u16,
     started_at: &'a str,
     restarts: u32,
     /// True while the process is terminating after its pod went away.
@@ -551,7 +556,7 @@ impl Runner {
             run: None,
         });
         match result {
-            Ok((child, env_names)) => {
+            Ok((child, metrics_port, env_names)) => {
                 let pid = child.id().unwrap_or_default();
                 info!(%ns, pod = %name, %container, pid, restarts = p.restarts, env = %env_names, "process started");
                 let started_at = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -559,6 +564,7 @@ impl Runner {
                 p.run = Some(Running {
                     child,
                     pid,
+                    metrics_port,
                     started_at,
                     started: Instant::now(),
                 });
@@ -575,13 +581,14 @@ impl Runner {
         }
     }
 
-    /// Resolves the environment and spawns the process; returns it with its env var names.
+    /// Resolves the environment and spawns the process; returns it with the port of its
+    /// `/metrics` and its env var names.
     async fn spawn(
         &self,
         (ns, pod_name, container): &ProcKey,
         pod: &Pod,
         c: &Container,
-    ) -> Result<(Child, String), String> {
+    ) -> Result<(Child, u16, String), String> {
         let mut env = resolve_env(&self.client, pod, c).await?;
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
         env.push(("FREIGHT_METRICS_ADDR".into(), format!("127.0.0.1:{port}")));
@@ -620,7 +627,7 @@ impl Runner {
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-        Ok((child, names.join(",")))
+        Ok((child, port, names.join(",")))
     }
 
     fn write_state(&self) {
@@ -639,6 +646,7 @@ impl Runner {
                 pod,
                 container,
                 pid: r.pid,
+                metrics_port: r.metrics_port,
                 started_at: &r.started_at,
                 restarts,
                 stopping,
