@@ -763,6 +763,15 @@ impl WriteGate {
         }
     }
 
+    /// Opens the gate and drops the trigger: writes go at full speed.
+    pub fn remove(mut self, pg: &TempPostgres, database: &str, table: &str) {
+        self.open();
+        pg.psql(
+            database,
+            &format!("DROP TRIGGER freight_e2e_gate ON {table}"),
+        );
+    }
+
     /// Opens the gate (ends the session holding the lock).
     pub fn open(&mut self) {
         if let Some(mut child) = self.holder.take() {
