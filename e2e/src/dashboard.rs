@@ -9,8 +9,8 @@ use crate::repo_root;
 /// The dashboard JSON.
 pub fn dashboard() -> Value {
     let path = repo_root().join("charts/freight/dashboards/freight.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
@@ -69,7 +69,11 @@ pub fn panel_queries(dashboard: &Value) -> Vec<PanelQuery> {
 /// The `label_values(selector, label)` query variables: (name, selector, label).
 pub fn label_values_variables(dashboard: &Value) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    for v in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for v in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if v["type"] != "query" {
             continue;
         }
@@ -134,8 +138,8 @@ pub fn metric_names(expr: &str) -> Vec<String> {
     let mut i = 0;
     while let Some(found) = expr[i..].find("freight_") {
         let start = i + found;
-        let boundary = start == 0
-            || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let end = expr[start..]
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .map_or(expr.len(), |e| start + e);
@@ -156,7 +160,11 @@ mod tests {
 
     #[test]
     fn substitution() {
-        let vars = [("job", "contacts"), ("__rate_interval", "10s"), ("namespace", "ns-1")];
+        let vars = [
+            ("job", "contacts"),
+            ("__rate_interval", "10s"),
+            ("namespace", "ns-1"),
+        ];
         assert_eq!(
             substitute(
                 r#"rate(x{namespace=~"$namespace", job=~"${job}"}[$__rate_interval])"#,

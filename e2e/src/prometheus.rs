@@ -67,15 +67,23 @@ scrape_configs:
         let port = free_port();
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("create the log");
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yaml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yaml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
             .spawn()
-            .expect("prometheus is on PATH (e2e/cluster/build.sh builds it; source e2e/cluster/env.sh)");
+            .expect(
+                "prometheus is on PATH (e2e/cluster/build.sh builds it; source e2e/cluster/env.sh)",
+            );
         let prom = Self { child, port, dir };
         eventually("Prometheus ready", Duration::from_secs(60), || async {
             let (status, _) = prom.get("/-/ready")?;
@@ -153,7 +161,13 @@ scrape_configs:
             .and_then(|v| v["data"]["activeTargets"].as_array().cloned())
             .unwrap_or_default()
             .iter()
-            .map(|t| (text(&t["scrapeUrl"]), text(&t["health"]), text(&t["lastError"])))
+            .map(|t| {
+                (
+                    text(&t["scrapeUrl"]),
+                    text(&t["health"]),
+                    text(&t["lastError"]),
+                )
+            })
             .collect()
     }
 
@@ -248,11 +262,19 @@ pub fn url_encode(s: &str) -> String {
 /// A minimal HTTP/1.0 GET against 127.0.0.1: (status, body) whatever the status.
 pub fn http_get_any(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let status = head
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some((status, body.to_owned()))
 }

@@ -48,7 +48,10 @@ const JOB: &str = "contacts";
 fn dashboard_is_well_formed() {
     let d = dashboard::dashboard();
     assert_eq!(d["uid"], "freight");
-    assert!(d["schemaVersion"].as_i64().is_some_and(|v| v >= 36), "schemaVersion");
+    assert!(
+        d["schemaVersion"].as_i64().is_some_and(|v| v >= 36),
+        "schemaVersion"
+    );
     let vars = d["templating"]["list"].as_array().expect("templating.list");
     let var = |name: &str| {
         vars.iter()
@@ -68,7 +71,10 @@ fn dashboard_is_well_formed() {
     let all: Vec<&Value> = d["panels"].as_array().expect("panels").iter().collect();
     for p in &all {
         let title = p["title"].as_str().unwrap_or_default();
-        assert!(ids.insert(p["id"].as_i64().expect("id")), "duplicate id: {title}");
+        assert!(
+            ids.insert(p["id"].as_i64().expect("id")),
+            "duplicate id: {title}"
+        );
         let g = &p["gridPos"];
         let (x, y, w, h) = (
             g["x"].as_u64().expect("x"),
@@ -162,7 +168,10 @@ fn rules() -> String {
             }
         }
     }
-    assert!(found, "no FreightJobStalled in the chart's rules:\n{rendered}");
+    assert!(
+        found,
+        "no FreightJobStalled in the chart's rules:\n{rendered}"
+    );
     serde_yaml::to_string(&spec).expect("rules serialize")
 }
 
@@ -266,7 +275,11 @@ async fn dashboard_has_data_and_the_stalled_alert_fires_and_clears_on_a_real_pro
     .await;
     let _sync = TargetSync::start(&prom, op.port, &ns.name);
     let out = kubectl_stdin(&["-n", &ns.name, "apply", "-f", "-"], &manifest());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_phase(&ns.name, JOB, "Running", MINUTE * 2).await;
     let running = Instant::now();
 
@@ -314,24 +327,40 @@ async fn dashboard_has_data_and_the_stalled_alert_fires_and_clears_on_a_real_pro
     let closed = Instant::now();
     eprintln!("gate closed");
     eventually("FreightJobStalled firing", MINUTE * 2, || async {
-        assert_eq!(phase(&ns.name), "Running", "the job left Running while blocked");
+        assert_eq!(
+            phase(&ns.name),
+            "Running",
+            "the job left Running while blocked"
+        );
         stalled_states(&prom, &ns.name, JOB)
             .iter()
             .any(|s| s == "firing")
             .then_some(())
     })
     .await;
-    eprintln!("FreightJobStalled firing {:?} after the gate closed", closed.elapsed());
+    eprintln!(
+        "FreightJobStalled firing {:?} after the gate closed",
+        closed.elapsed()
+    );
 
     // Unblocked, it clears.
     gate.open();
     let opened = Instant::now();
     eventually("FreightJobStalled cleared", MINUTE, || async {
-        stalled_states(&prom, &ns.name, JOB).is_empty().then_some(())
+        stalled_states(&prom, &ns.name, JOB)
+            .is_empty()
+            .then_some(())
     })
     .await;
-    eprintln!("FreightJobStalled cleared {:?} after the gate opened", opened.elapsed());
-    assert_eq!(phase(&ns.name), "Running", "the job ended before the alert cleared");
+    eprintln!(
+        "FreightJobStalled cleared {:?} after the gate opened",
+        opened.elapsed()
+    );
+    assert_eq!(
+        phase(&ns.name),
+        "Running",
+        "the job ended before the alert cleared"
+    );
     // The rest at full speed.
     gate.remove(&pg, "target", "contacts");
 
@@ -341,7 +370,11 @@ async fn dashboard_has_data_and_the_stalled_alert_fires_and_clears_on_a_real_pro
         (j["status"]["phase"] == "Succeeded" && complete).then_some(j)
     })
     .await;
-    assert_eq!(done["status"]["processedRecords"], ROWS, "{}", done["status"]);
+    assert_eq!(
+        done["status"]["processedRecords"], ROWS,
+        "{}",
+        done["status"]
+    );
     assert_eq!(
         checksum(&pg, "target", "contacts", "id"),
         checksum(&pg, "source", "contacts", "id")
