@@ -8,14 +8,16 @@
 
 use std::{
     collections::HashSet,
+    io::{Read, Write},
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
 use freight_e2e::{
     CONTACTS_TABLE, Operator, OperatorOptions, TempPostgres, TestNamespace, WriteGate, checksum,
-    condition, create_db_secrets,
+    condition, create_db_secrets, create_url_secret,
     dashboard::{self, PanelQuery},
-    eventually, helm_ok, insert_contacts, job, kubectl_stdin,
+    eventually, free_port, helm_ok, insert_contacts, job, kubectl_stdin,
     prometheus::{Prometheus, SCRAPE_SECONDS, TargetSync},
     repo_root, wait_phase,
 };
@@ -116,13 +118,14 @@ fn dashboard_is_well_formed() {
     }
 }
 
-/// The MigrationJob of these scenarios.
-fn manifest() -> String {
+/// A MigrationJob `name` copying `contacts` from the database of the
+/// Secret `legacy-db` to that of `target_secret`.
+fn manifest(name: &str, target_secret: &str) -> String {
     format!(
         "apiVersion: freight.dev/v1alpha1
 kind: MigrationJob
 metadata:
-  name: {JOB}
+  name: {name}
 spec:
   source:
     postgres:
@@ -131,7 +134,7 @@ spec:
       keyColumn: id
   target:
     postgres:
-      connectionSecretRef: {{ name: new-db, key: url }}
+      connectionSecretRef: {{ name: {target_secret}, key: url }}
       table: contacts
       mode: upsert
   batchSize: {BATCH_SIZE}
@@ -173,6 +176,40 @@ fn rules() -> String {
         "no FreightJobStalled in the chart's rules:\n{rendered}"
     );
     serde_yaml::to_string(&spec).expect("rules serialize")
+}
+
+fn apply(ns: &str, manifest: &str) {
+    let out = kubectl_stdin(&["-n", ns, "apply", "-f", "-"], manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Asks the coordinator on `port` for a lease of `namespace`/`job` with a
+/// wrong token; returns the HTTP status.
+fn lease_with_a_wrong_token(port: u16, namespace: &str, job: &str) -> u16 {
+    let body = r#"{"worker":"e2e-intruder"}"#;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the coordinator");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a timeout");
+    write!(
+        stream,
+        "POST /v1/namespaces/{namespace}/migrationjobs/{job}/leases HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\nAuthorization: Bearer not-the-token\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Grafana's variables as the dashboard check fills them in: the test's
@@ -274,14 +311,24 @@ async fn dashboard_has_data_and_the_stalled_alert_fires_and_clears_on_a_real_pro
     })
     .await;
     let _sync = TargetSync::start(&prom, op.port, &ns.name);
-    let out = kubectl_stdin(&["-n", &ns.name, "apply", "-f", "-"], &manifest());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply(&ns.name, &manifest(JOB, "new-db"));
     wait_phase(&ns.name, JOB, "Running", MINUTE * 2).await;
     let running = Instant::now();
+
+    // The error panels have data once something fails: a job whose target
+    // database does not answer (reconcile errors, error="database") and a
+    // lease request with a wrong token (a coordinator refusal).
+    let nowhere = format!(
+        "postgres://freight@127.0.0.1:{}/target?sslmode=disable",
+        free_port()
+    );
+    create_url_secret(&ns.name, "nowhere-db", &nowhere);
+    apply(&ns.name, &manifest("unreachable", "nowhere-db"));
+    assert_eq!(
+        lease_with_a_wrong_token(ns.coordinator_port, &ns.name, JOB),
+        401,
+        "a lease request with a wrong token"
+    );
 
     // Every dashboard query returns series while the job runs.
     let d = dashboard::dashboard();
