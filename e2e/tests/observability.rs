@@ -369,6 +369,13 @@ async fn dashboard_has_data_and_the_stalled_alert_fires_and_clears_on_a_real_pro
     );
     assert_eq!(phase(&ns.name), "Running", "the job ended during the check");
 
+    // Not while the job makes progress.
+    assert!(
+        stalled_states(&prom, &ns.name, JOB).is_empty(),
+        "FreightJobStalled before the target blocked: {:?}",
+        prom.alerts()
+    );
+
     // The target blocks: FreightJobStalled fires.
     gate.close(&pg, "target");
     let closed = Instant::now();
