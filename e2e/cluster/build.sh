@@ -2,12 +2,13 @@
 # Build the local e2e control plane from Go modules (no prebuilt downloads):
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm,
 #   prometheus, promtool
+# and fetches prometheus-operator's CRDs (monitoring-crds) to validate the chart against.
 # into a version-keyed cache outside the repo:
 #   ${FREIGHT_CACHE:-$HOME/.cache/freight}/bin/<name>-<version>/<binary>
 # Versions come from versions.env. A binary set that already exists is skipped,
 # so a warm run takes seconds.
 #
-# Usage: e2e/cluster/build.sh [kubernetes|etcd|kwok|helm|prometheus ...]   (default: all)
+# Usage: e2e/cluster/build.sh [kubernetes|etcd|kwok|helm|prometheus|monitoring-crds ...]   (default: all)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -262,16 +263,43 @@ build_prometheus() {
   "$out/promtool" --version
 }
 
+# ---------------------------------------------------------------- monitoring-crds
+# prometheus-operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule, ...), from its
+# Go module's example/prometheus-operator-crd/, to validate the chart's monitoring objects
+# on a real API server (e2e/check-chart-monitoring.sh). Nothing is built.
+PROMETHEUS_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator
+
+build_monitoring-crds() {
+  local out="$FREIGHT_CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" tmp dir
+  if [[ -f "$out/monitoring.coreos.com_prometheusrules.yaml" ]]; then
+    log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION: cached in $out"
+    return 0
+  fi
+  tmp=$(mktemp -d)
+  dir=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "$PROMETHEUS_OPERATOR_MODULE@$PROMETHEUS_OPERATOR_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rmdir "$tmp"
+  [[ -d "$dir/example/prometheus-operator-crd" ]] || {
+    log "no example/prometheus-operator-crd in $PROMETHEUS_OPERATOR_MODULE@$PROMETHEUS_OPERATOR_VERSION"
+    return 1
+  }
+  mkdir -p "$out.tmp.$$"
+  cp "$dir"/example/prometheus-operator-crd/*.yaml "$out.tmp.$$/"
+  chmod -R u+w "$out.tmp.$$" # the module cache is read-only
+  rm -rf "$out" && mv "$out.tmp.$$" "$out"
+  log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION in $out: $(cd "$out" && echo *.yaml)"
+}
+
 main() {
   local targets=("$@") t total_start
-  ((${#targets[@]})) || targets=(etcd kwok helm prometheus kubernetes)
+  ((${#targets[@]})) || targets=(etcd kwok helm prometheus monitoring-crds kubernetes)
   command -v go >/dev/null || { log "go is required"; exit 1; }
   log "$(go version); cache $FREIGHT_CACHE"
   mkdir -p "$BIN_ROOT" "$GOMODCACHE" "$GOCACHE"
   total_start=$(date +%s)
   for t in "${targets[@]}"; do
     case "$t" in
-      kubernetes | etcd | kwok | helm | prometheus) timed "$t (total)" "build_$t" ;;
+      kubernetes | etcd | kwok | helm | prometheus | monitoring-crds) timed "$t (total)" "build_$t" ;;
       *) log "unknown target $t"; exit 2 ;;
     esac
   done
