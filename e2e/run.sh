@@ -48,6 +48,9 @@ smoke=$(bash e2e/cluster/smoke.sh | tee -a /dev/stderr | tail -n 1)
   exit 1
 }
 
+step "validating the chart with every opt-in (ServiceMonitor, PodMonitor, PrometheusRule, ...) on the API server"
+bash e2e/check-chart-monitoring.sh >&2
+
 step "building freight and the pod runner"
 cargo build --bin freight -p freight --bin pod-runner -p freight-e2e
 TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}

@@ -8,7 +8,8 @@ FREIGHT_CLUSTER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=e2e/cluster/versions.env disable=SC1091
 source "$FREIGHT_CLUSTER_DIR/versions.env"
 
-export FREIGHT_CLUSTER_DIR K8S_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION
+export FREIGHT_CLUSTER_DIR K8S_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION PROMETHEUS_VERSION
+export PROMETHEUS_OPERATOR_VERSION
 export FREIGHT_CACHE=${FREIGHT_CACHE:-$HOME/.cache/freight}
 export FREIGHT_E2E_STATE=${FREIGHT_E2E_STATE:-/tmp/freight-e2e}
 
@@ -24,8 +25,11 @@ export FREIGHT_BIN_KUBERNETES="$FREIGHT_CACHE/bin/kubernetes-$K8S_VERSION"
 export FREIGHT_BIN_ETCD="$FREIGHT_CACHE/bin/etcd-$ETCD_VERSION"
 export FREIGHT_BIN_KWOK="$FREIGHT_CACHE/bin/kwok-$KWOK_VERSION"
 export FREIGHT_BIN_HELM="$FREIGHT_CACHE/bin/helm-$HELM_VERSION"
+export FREIGHT_BIN_PROMETHEUS="$FREIGHT_CACHE/bin/prometheus-$PROMETHEUS_VERSION"
+# prometheus-operator's CRDs (build.sh monitoring-crds), for e2e/check-chart-monitoring.sh.
+export FREIGHT_MONITORING_CRDS="$FREIGHT_CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
 
-for _freight_d in "$FREIGHT_BIN_HELM" "$FREIGHT_BIN_KWOK" "$FREIGHT_BIN_ETCD" "$FREIGHT_BIN_KUBERNETES"; do
+for _freight_d in "$FREIGHT_BIN_PROMETHEUS" "$FREIGHT_BIN_HELM" "$FREIGHT_BIN_KWOK" "$FREIGHT_BIN_ETCD" "$FREIGHT_BIN_KUBERNETES"; do
   case ":$PATH:" in
     *":$_freight_d:"*) ;;
     *) PATH="$_freight_d:$PATH" ;;
