@@ -13,6 +13,8 @@
 //	                              prints one line per case, exits 1 on any mismatch
 //
 // -expect STATUS (with -n or -f) exits 1 unless every object has that status.
+// -phase prefixes each line with the object's status.phase ("-" when it has none), so a
+// caller can tell which phase the very object kstatus read was in.
 // Exit status 2 means the objects could not be read.
 package main
 
@@ -45,9 +47,10 @@ func main() {
 	file := flag.String("f", "", "read objects from this YAML file (- for stdin) instead of the API server")
 	test := flag.String("test", "", "run the cases of this kstatus_test.yaml")
 	expect := flag.String("expect", "", "exit 1 unless the status is this one (InProgress, Current, Failed, ...)")
+	withPhase := flag.Bool("phase", false, "prefix each line with the object's status.phase (- when it has none)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(),
-			"usage: kstatus-check -n NS NAME | -f FILE|- | -test kstatus_test.yaml  [-expect STATUS]\n")
+			"usage: kstatus-check -n NS NAME | -f FILE|- | -test kstatus_test.yaml  [-expect STATUS] [-phase]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -77,6 +80,13 @@ func main() {
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "kstatus-check: %s/%s: %v\n", u.GetNamespace(), u.GetName(), err)
 			os.Exit(2)
+		}
+		if *withPhase {
+			phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+			if phase == "" {
+				phase = "-"
+			}
+			fmt.Printf("%s ", phase)
 		}
 		fmt.Printf("%s %s\n", res.Status, res.Message)
 		if *expect != "" && res.Status.String() != *expect {
