@@ -12,7 +12,58 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::api::Phase;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{ConditionType, MigrationJob, MigrationJobStatus, Phase};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    namespace: String,
+    job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobPhaseLabels {
+    namespace: String,
+    job: String,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobConditionLabels {
+    namespace: String,
+    job: String,
+    condition: &'static str,
+    reason: String,
+}
+
+/// Labels of `freight_coordinator_leases_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseResultLabels {
+    /// What a lease request got: leased, empty, paused, finished,
+    /// unauthorized, unknown_job or unavailable.
+    pub result: &'static str,
+}
+
+/// Lease requests the coordinator answered, by result.
+pub type LeaseResults = Family<LeaseResultLabels, Counter>;
+
+/// Per-job gauges, labelled with the job's namespace and name (bounded by the
+/// number of jobs; nothing per batch or per key).
+#[derive(Default)]
+struct JobGauges {
+    phase: Family<JobPhaseLabels, Gauge>,
+    planned: Family<JobLabels, Gauge>,
+    processed: Family<JobLabels, Gauge>,
+    failed: Family<JobLabels, Gauge>,
+    ratio_limit: Family<JobLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    backlog: Family<JobLabels, Gauge>,
+    rate: Family<JobLabels, Gauge>,
+    eta: Family<JobLabels, Gauge>,
+    workers_desired: Family<JobLabels, Gauge>,
+    workers_ready: Family<JobLabels, Gauge>,
+    condition: Family<JobConditionLabels, Gauge>,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
@@ -40,6 +91,10 @@ pub struct Metrics {
     writes: Family<WriteLabels, Counter>,
     leader: Gauge,
     phases: Mutex<HashMap<(String, String), Phase>>,
+    job: JobGauges,
+    /// Condition label sets last set per job (to remove them when they change).
+    conditions: Mutex<HashMap<(String, String), Vec<JobConditionLabels>>>,
+    leases: LeaseResults,
 }
 
 impl Default for Metrics {
@@ -79,6 +134,65 @@ impl Default for Metrics {
             })
             .set(0);
         }
+        let job = JobGauges::default();
+        let per_job = registry.sub_registry_with_prefix("job");
+        per_job.register("phase", "1 for the job's current phase", job.phase.clone());
+        per_job.register(
+            "records_planned",
+            "Records in the job's plan (so far, while planning)",
+            job.planned.clone(),
+        );
+        per_job.register(
+            "records_processed",
+            "Records written to the target",
+            job.processed.clone(),
+        );
+        per_job.register(
+            "records_failed",
+            "Records the target rejected (not yet retried)",
+            job.failed.clone(),
+        );
+        per_job.register(
+            "failed_record_ratio_limit",
+            "spec.failurePolicy.maxFailedRecordRatio: over it the job fails",
+            job.ratio_limit.clone(),
+        );
+        per_job.register(
+            "backlog_batches",
+            "Batches not finished (pending and in flight)",
+            job.backlog.clone(),
+        );
+        per_job.register(
+            "records_per_second",
+            "Records written per second, recently",
+            job.rate.clone(),
+        );
+        per_job.register(
+            "eta_seconds",
+            "Estimated seconds to completion at the recent rate",
+            job.eta.clone(),
+        );
+        per_job.register(
+            "workers_desired",
+            "Worker pods wanted",
+            job.workers_desired.clone(),
+        );
+        per_job.register(
+            "workers_ready",
+            "Worker pods ready",
+            job.workers_ready.clone(),
+        );
+        per_job.register(
+            "condition",
+            "1 while the condition is True, with its reason",
+            job.condition.clone(),
+        );
+        let leases = LeaseResults::default();
+        registry.register(
+            "coordinator_leases",
+            "Lease requests the batch coordinator answered, by result",
+            leases.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -88,6 +202,9 @@ impl Default for Metrics {
             writes,
             leader,
             phases: Mutex::default(),
+            job,
+            conditions: Mutex::default(),
+            leases,
         }
     }
 }
@@ -136,6 +253,133 @@ impl Metrics {
         }
     }
 
+    /// The coordinator's lease counter (registered here, counted there).
+    pub fn lease_results(&self) -> LeaseResults {
+        self.leases.clone()
+    }
+
+    /// Records a job's figures from its status as just decided, at `now`.
+    pub fn set_job(&self, job: &MigrationJob, status: &MigrationJobStatus, now: &Time) {
+        let namespace = job.metadata.namespace.clone().unwrap_or_default();
+        let name = job.metadata.name.clone().unwrap_or_default();
+        self.set_phase(&namespace, &name, Some(status.phase));
+        let l = JobLabels {
+            namespace: namespace.clone(),
+            job: name.clone(),
+        };
+        let g = &self.job;
+        for p in Phase::ALL {
+            g.phase
+                .get_or_create(&JobPhaseLabels {
+                    namespace: namespace.clone(),
+                    job: name.clone(),
+                    phase: p.as_str(),
+                })
+                .set(i64::from(p == status.phase));
+        }
+        let batches = status.batches.clone().unwrap_or_default();
+        g.planned
+            .get_or_create(&l)
+            .set(status.total_records.unwrap_or(0));
+        g.processed
+            .get_or_create(&l)
+            .set(status.processed_records.unwrap_or(0));
+        g.failed
+            .get_or_create(&l)
+            .set(status.failed_records.unwrap_or(0));
+        g.ratio_limit
+            .get_or_create(&l)
+            .set(job.spec.failure_policy.max_failed_record_ratio);
+        g.backlog
+            .get_or_create(&l)
+            .set(batches.pending + batches.in_flight);
+        g.rate
+            .get_or_create(&l)
+            .set(status.records_per_second.unwrap_or(0));
+        match &status.estimated_completion_time {
+            Some(at) => {
+                let secs = at.0.as_second().saturating_sub(now.0.as_second()).max(0);
+                g.eta.get_or_create(&l).set(secs);
+            }
+            None => {
+                g.eta.remove(&l);
+            }
+        }
+        let workers = status.workers.clone().unwrap_or_default();
+        g.workers_desired
+            .get_or_create(&l)
+            .set(i64::from(workers.desired));
+        g.workers_ready
+            .get_or_create(&l)
+            .set(i64::from(workers.ready));
+        let now_set: Vec<JobConditionLabels> = ConditionType::ALL
+            .iter()
+            .filter_map(|t| {
+                let c = status.conditions.iter().find(|c| c.type_ == t.as_str())?;
+                Some((t, c))
+            })
+            .map(|(t, c)| {
+                let labels = JobConditionLabels {
+                    namespace: namespace.clone(),
+                    job: name.clone(),
+                    condition: t.as_str(),
+                    reason: c.reason.clone(),
+                };
+                g.condition
+                    .get_or_create(&labels)
+                    .set(i64::from(c.status == "True"));
+                labels
+            })
+            .collect();
+        let mut conditions = self.conditions.lock().unwrap_or_else(|e| e.into_inner());
+        let before = conditions.insert((namespace, name), now_set.clone());
+        for gone in before
+            .into_iter()
+            .flatten()
+            .filter(|b| !now_set.contains(b))
+        {
+            g.condition.remove(&gone);
+        }
+    }
+
+    /// Removes every series of a deleted job.
+    pub fn forget_job(&self, namespace: &str, name: &str) {
+        self.set_phase(namespace, name, None);
+        let l = JobLabels {
+            namespace: namespace.to_owned(),
+            job: name.to_owned(),
+        };
+        let g = &self.job;
+        for p in Phase::ALL {
+            g.phase.remove(&JobPhaseLabels {
+                namespace: namespace.to_owned(),
+                job: name.to_owned(),
+                phase: p.as_str(),
+            });
+        }
+        for f in [
+            &g.planned,
+            &g.processed,
+            &g.failed,
+            &g.backlog,
+            &g.rate,
+            &g.eta,
+            &g.workers_desired,
+            &g.workers_ready,
+        ] {
+            f.remove(&l);
+        }
+        g.ratio_limit.remove(&l);
+        let gone = self
+            .conditions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace.to_owned(), name.to_owned()));
+        for labels in gone.into_iter().flatten() {
+            g.condition.remove(&labels);
+        }
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -159,3 +403,70 @@ impl Drop for ReconcileTimer<'_> {
 
 /// Shared handle to the metrics.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn job() -> MigrationJob {
+        let mut job = MigrationJob::new("contacts", serde_json::from_value(serde_json::json!({
+            "source": {"postgres": {"connectionSecretRef": {"name": "a", "key": "url"}, "table": "t", "keyColumn": "id"}},
+            "target": {"postgres": {"connectionSecretRef": {"name": "b", "key": "url"}, "table": "t"}}
+        })).unwrap());
+        job.metadata.namespace = Some("crm".into());
+        job
+    }
+
+    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn job_series_follow_the_status_and_go_with_the_job() {
+        let m = Metrics::default();
+        let now = Time(jiff::Timestamp::from_second(1_000).unwrap());
+        let status = MigrationJobStatus {
+            phase: Phase::Running,
+            total_records: Some(1000),
+            processed_records: Some(400),
+            failed_records: Some(2),
+            records_per_second: Some(30),
+            estimated_completion_time: Some(Time(jiff::Timestamp::from_second(1_020).unwrap())),
+            conditions: vec![condition("Degraded", "True", "BatchKeepsFailing")],
+            ..MigrationJobStatus::default()
+        };
+        m.set_job(&job(), &status, &now);
+        let text = m.encode();
+        for line in [
+            r#"freight_job_phase{namespace="crm",job="contacts",phase="Running"} 1"#,
+            r#"freight_job_phase{namespace="crm",job="contacts",phase="Pending"} 0"#,
+            r#"freight_job_records_processed{namespace="crm",job="contacts"} 400"#,
+            r#"freight_job_eta_seconds{namespace="crm",job="contacts"} 20"#,
+            r#"freight_job_condition{namespace="crm",job="contacts",condition="Degraded",reason="BatchKeepsFailing"} 1"#,
+            r#"freight_job_failed_record_ratio_limit{namespace="crm",job="contacts"} 0.01"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // The condition's reason changed: the old series goes.
+        let recovered = MigrationJobStatus {
+            conditions: vec![condition("Degraded", "False", "AsExpected")],
+            estimated_completion_time: None,
+            ..status
+        };
+        m.set_job(&job(), &recovered, &now);
+        let text = m.encode();
+        assert!(!text.contains("BatchKeepsFailing"), "{text}");
+        assert!(!text.contains("freight_job_eta_seconds{"), "{text}");
+        m.forget_job("crm", "contacts");
+        let text = m.encode();
+        assert!(!text.contains(r#"job="contacts""#), "{text}");
+    }
+}

@@ -108,7 +108,7 @@ pub async fn run(cfg: OperatorConfig) -> Result<(), OperatorError> {
     // Every replica serves the coordinator; only the leader's knows jobs
     // (the others answer 404 and close the connection, so a Service retries
     // elsewhere). Leases themselves live in each job's ledger.
-    let registry = Registry::default();
+    let registry = Registry::default().with_lease_results(metrics.lease_results());
     let coordinator = tokio::spawn(http::serve_router(
         cfg.coordinator_addr,
         coordinator::router(registry.clone()),

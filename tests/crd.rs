@@ -43,7 +43,16 @@ fn crd_has_the_promised_shape() {
         .collect();
     assert_eq!(
         columns,
-        ["Phase", "Progress", "Processed", "Failed", "Workers", "Age"]
+        [
+            "Phase",
+            "Progress",
+            "Processed",
+            "Failed",
+            "Workers",
+            "Age",
+            "Rate",
+            "ETA"
+        ]
     );
     let conditions =
         &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];

@@ -273,6 +273,21 @@ async fn get_shows_columns_and_explain_shows_docs() {
         finished["status"]
     );
 
+    // -o wide adds the recent rate and the estimated completion time (none
+    // once finished).
+    let wide = kubectl_ok(&["-n", &ns.name, "get", "mj", "-o", "wide"]);
+    let header: Vec<&str> = wide
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header.get(7..), Some(&["RATE", "ETA"][..]), "{wide}");
+    assert!(
+        wide.lines().nth(1).unwrap_or_default().ends_with("<none>"),
+        "{wide}"
+    );
+
     let explain = kubectl_ok(&["explain", "migrationjob.spec"]);
     for text in [
         "Where records are read from",

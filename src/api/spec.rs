@@ -23,7 +23,9 @@ use super::{FailurePolicy, MigrationJobStatus, RolloutSpec, SourceSpec, TargetSp
     printcolumn = r#"{"name":"Processed","type":"integer","description":"Records written to the target","jsonPath":".status.processedRecords"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","description":"Records the target rejected","jsonPath":".status.failedRecords"}"#,
     printcolumn = r#"{"name":"Workers","type":"integer","description":"Ready worker pods","jsonPath":".status.workers.ready"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Rate","type":"integer","description":"Records per second, recently","jsonPath":".status.recordsPerSecond","priority":1}"#,
+    printcolumn = r#"{"name":"ETA","type":"string","description":"Estimated completion time at the recent rate","jsonPath":".status.estimatedCompletionTime","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationJobSpec {

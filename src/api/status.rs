@@ -36,6 +36,10 @@ pub struct MigrationJobStatus {
     /// Recent throughput in records per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_per_second: Option<i64>,
+    /// When the job should finish at its recent throughput (to 10 s), while
+    /// it runs and records are moving. Absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_completion_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// A few of the most recently failed records (at most 5), newest first. The
     /// full list is in the target database: `SELECT record_key, error FROM
     /// freight.failed_records WHERE job_uid = '<metadata.uid>'`.
@@ -48,8 +52,10 @@ pub struct MigrationJobStatus {
     /// Blue-green rollout of the worker fleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
-    /// Ready, Progressing, Complete, Failed and Degraded, each with the
-    /// generation it was computed for and when its status last changed.
+    /// Ready, Progressing, Complete, Failed and Degraded, plus Reconciling and
+    /// Stalled for GitOps tools (kstatus: InProgress while Reconciling is
+    /// True, Failed while Stalled is True), each with the generation it was
+    /// computed for and when its status last changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -120,16 +126,24 @@ pub enum ConditionType {
     Failed,
     /// The job runs, but impaired (e.g. fewer workers than wanted).
     Degraded,
+    /// The operator is moving the job forward (planning or copying): the
+    /// kstatus convention GitOps tools (Flux, kpt) read as "in progress".
+    Reconciling,
+    /// The job cannot go on without a person: a problem to fix (the reason
+    /// names it), or the failure budget is spent. kstatus reads it as failed.
+    Stalled,
 }
 
 impl ConditionType {
     /// Every condition type, in the order they appear in status.
-    pub const ALL: [ConditionType; 5] = [
+    pub const ALL: [ConditionType; 7] = [
         ConditionType::Ready,
         ConditionType::Progressing,
         ConditionType::Complete,
         ConditionType::Failed,
         ConditionType::Degraded,
+        ConditionType::Reconciling,
+        ConditionType::Stalled,
     ];
 
     /// The `type` string in status.
@@ -140,6 +154,8 @@ impl ConditionType {
             ConditionType::Complete => "Complete",
             ConditionType::Failed => "Failed",
             ConditionType::Degraded => "Degraded",
+            ConditionType::Reconciling => "Reconciling",
+            ConditionType::Stalled => "Stalled",
         }
     }
 }

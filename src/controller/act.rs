@@ -115,9 +115,8 @@ pub async fn act(
         )
         .await?;
     }
-    if let Some(phase) = plan.phase {
-        ctx.metrics
-            .set_phase(&namespace, &job.name_any(), Some(phase));
+    if let Some(decided) = &plan.decided {
+        ctx.metrics.set_job(job, decided, &now);
     }
     Ok(Action::requeue(plan.requeue))
 }

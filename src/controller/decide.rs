@@ -172,10 +172,10 @@ fn with_status(
     cfg: &DecideSettings<'_>,
 ) -> Plan {
     let before = s.job.status.as_ref();
-    let phase = Some(status.phase);
+    let decided = Some(status.clone());
     if before == Some(&status) {
         return Plan {
-            phase,
+            decided,
             ..Plan::idle(requeue)
         };
     }
@@ -185,7 +185,7 @@ fn with_status(
         });
         if !wait.is_zero() {
             return Plan {
-                phase,
+                decided,
                 ..Plan::idle(wait.min(requeue))
             };
         }
@@ -193,7 +193,7 @@ fn with_status(
     Plan {
         events: announcements(s.job.as_ref(), observation, &status),
         status: Some(status),
-        phase,
+        decided,
         ..Plan::idle(requeue)
     }
 }

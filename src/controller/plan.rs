@@ -8,7 +8,7 @@ use k8s_openapi::api::{
 };
 
 use crate::{
-    api::{MigrationJobStatus, Phase, Reason},
+    api::{MigrationJobStatus, Reason},
     coordinator::JobState,
 };
 
@@ -27,8 +27,8 @@ pub struct Plan {
     pub schedule_retry: Option<i64>,
     /// The status to write, if it changed (and may be written now).
     pub status: Option<MigrationJobStatus>,
-    /// The job's phase (for metrics), if known.
-    pub phase: Option<Phase>,
+    /// The status as decided, written now or not (for metrics), if decided.
+    pub decided: Option<MigrationJobStatus>,
     /// Events to publish.
     pub events: Vec<Announcement>,
     /// When to look again.
@@ -80,7 +80,7 @@ impl Plan {
             start_planning: false,
             schedule_retry: None,
             status: None,
-            phase: None,
+            decided: None,
             events: Vec::new(),
             requeue,
         }

@@ -133,7 +133,7 @@ async fn cleanup(job: &MigrationJob, ctx: &Context) -> Result<Action> {
         .map(|urls| urls.target);
     ctx.memory.forget(&uid);
     data_plane::forget(job, target_url.as_deref()).await;
-    ctx.metrics.set_phase(&namespace, &name, None);
+    ctx.metrics.forget_job(&namespace, &name);
     let event = KubeEvent {
         type_: EventType::Normal,
         reason: Reason::Deleted.as_str().into(),

@@ -87,6 +87,16 @@ impl Progress {
         outcome(&self.counters(), max_failed_ratio)
     }
 
+    /// Seconds until every record is handled at the recent rate; None when
+    /// nothing moved recently.
+    pub fn seconds_to_completion(&self) -> Option<u64> {
+        let remaining = self
+            .total_records
+            .saturating_sub(self.processed_records + self.failed_records);
+        let rate = self.recent_records as f64 / self.window_seconds.max(1) as f64;
+        (rate > 0.0).then(|| (remaining as f64 / rate).ceil() as u64)
+    }
+
     /// Records per second: over the recent window while running, the
     /// average over the whole run once finished.
     fn records_per_second(&self, finished: bool) -> i64 {
@@ -176,6 +186,7 @@ pub fn desired_status(
     let updates = match observation {
         Observation::Blocked(problem) => {
             status.phase = Phase::Pending;
+            status.estimated_completion_time = None;
             blocked(problem)
         }
         Observation::Planning { records, batches } => {
@@ -187,6 +198,7 @@ pub fn desired_status(
                 ..BatchCounts::default()
             });
             status.progress = Some("0%".to_owned());
+            status.estimated_completion_time = None;
             planning()
         }
         Observation::Settled(fleet) => {
@@ -220,9 +232,22 @@ pub fn desired_status(
                 ),
             };
             status.phase = phase;
-            record_progress(&mut status, progress, is_finished(phase));
+            record_progress(&mut status, progress, is_finished(phase), &now);
+            // The estimate moves only when the records do: recomputing the
+            // same state later yields the same status (nothing to write).
+            let same_records = |a: &MigrationJobStatus, b: &MigrationJobStatus| {
+                (a.total_records, a.processed_records, a.failed_records)
+                    == (b.total_records, b.processed_records, b.failed_records)
+            };
+            if same_records(&current, &status)
+                && current.estimated_completion_time.is_some()
+                && status.estimated_completion_time.is_some()
+            {
+                status.estimated_completion_time = current.estimated_completion_time.clone();
+            }
             if phase == Phase::Suspended {
                 status.records_per_second = Some(0);
+                status.estimated_completion_time = None;
             }
             updates
         }
@@ -240,7 +265,7 @@ pub fn desired_status(
 }
 
 /// Copies the ledger's counters into the status.
-fn record_progress(status: &mut MigrationJobStatus, p: &Progress, finished: bool) {
+fn record_progress(status: &mut MigrationJobStatus, p: &Progress, finished: bool, now: &Time) {
     let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     status.total_records = Some(to_i64(p.total_records));
     status.processed_records = Some(to_i64(p.processed_records));
@@ -254,7 +279,18 @@ fn record_progress(status: &mut MigrationJobStatus, p: &Progress, finished: bool
     });
     status.progress = Some(progress(&p.counters()));
     status.records_per_second = Some(p.records_per_second(finished));
+    status.estimated_completion_time = (!finished)
+        .then(|| p.seconds_to_completion())
+        .flatten()
+        .and_then(|secs| eta(now, secs));
     status.recent_failures = p.recent_failures.clone();
+}
+
+/// `now` plus `secs`, rounded up to 10 seconds (so that it moves in steps).
+fn eta(now: &Time, secs: u64) -> Option<Time> {
+    let at = now.0.as_second().checked_add(i64::try_from(secs).ok()?)?;
+    let rounded = at.checked_add((10 - at.rem_euclid(10)) % 10)?;
+    jiff::Timestamp::from_second(rounded).ok().map(Time)
 }
 
 fn worker_status(fleet: &FleetObservation) -> WorkerStatus {
@@ -276,6 +312,7 @@ pub fn only_counters_differ(a: &MigrationJobStatus, b: &MigrationJobStatus) -> b
             batches: None,
             progress: None,
             records_per_second: None,
+            estimated_completion_time: None,
             recent_failures: Vec::new(),
             ..s.clone()
         }

@@ -26,6 +26,24 @@ pub(super) fn not_finished() -> [ConditionUpdate; 2] {
     ]
 }
 
+/// The kstatus pair: `Reconciling` while the operator moves the job forward,
+/// `Stalled` while it cannot without a person.
+fn kstatus(
+    reconciling: (bool, Reason, &str),
+    stalled: Option<(Reason, &str)>,
+) -> [ConditionUpdate; 2] {
+    let (on, reason, message) = reconciling;
+    [
+        ConditionUpdate::new(ConditionType::Reconciling, on, reason, message),
+        match stalled {
+            Some((reason, message)) => {
+                ConditionUpdate::new(ConditionType::Stalled, true, reason, message)
+            }
+            None => ConditionUpdate::new(ConditionType::Stalled, false, Reason::AsExpected, ""),
+        },
+    ]
+}
+
 pub(super) fn blocked(problem: &ConfigProblem) -> Vec<ConditionUpdate> {
     let [complete, failed] = not_finished();
     vec![
@@ -45,6 +63,16 @@ pub(super) fn blocked(problem: &ConfigProblem) -> Vec<ConditionUpdate> {
         failed,
         ConditionUpdate::new(ConditionType::Degraded, false, Reason::AsExpected, ""),
     ]
+    .into_iter()
+    .chain(kstatus(
+        (
+            false,
+            problem.reason,
+            "Waiting for the configuration to be fixed",
+        ),
+        Some((problem.reason, &problem.message)),
+    ))
+    .collect()
 }
 
 pub(super) fn suspended() -> Vec<ConditionUpdate> {
@@ -62,6 +90,9 @@ pub(super) fn suspended() -> Vec<ConditionUpdate> {
         failed,
         ConditionUpdate::new(ConditionType::Degraded, false, Reason::AsExpected, ""),
     ]
+    .into_iter()
+    .chain(kstatus((false, Reason::Suspended, message), None))
+    .collect()
 }
 
 pub(super) fn running(
@@ -109,6 +140,9 @@ pub(super) fn running(
         failed,
         degraded,
     ]
+    .into_iter()
+    .chain(kstatus((true, Reason::Running, "Copying batches"), None))
+    .collect()
 }
 
 pub(super) fn planning() -> Vec<ConditionUpdate> {
@@ -121,6 +155,9 @@ pub(super) fn planning() -> Vec<ConditionUpdate> {
         failed,
         ConditionUpdate::new(ConditionType::Degraded, false, Reason::AsExpected, ""),
     ]
+    .into_iter()
+    .chain(kstatus((true, Reason::Planning, message), None))
+    .collect()
 }
 
 /// Conditions of a job that has finished, one way or another.
@@ -130,13 +167,20 @@ pub(super) fn finished(
     degraded: ConditionUpdate,
 ) -> Vec<ConditionUpdate> {
     let message = "The job has finished; its workers are scaled to zero";
-    vec![
+    // A job that failed needs a person (fix the records, raise retryFailed).
+    let stalled = (failed.status).then(|| (failed.reason, failed.message.clone()));
+    let mut updates = vec![
         ConditionUpdate::new(ConditionType::Ready, false, Reason::Finished, message),
         ConditionUpdate::new(ConditionType::Progressing, false, Reason::Finished, message),
         complete,
         failed,
         degraded,
-    ]
+    ];
+    updates.extend(kstatus(
+        (false, Reason::Finished, message),
+        stalled.as_ref().map(|(r, m)| (*r, m.as_str())),
+    ));
+    updates
 }
 
 pub(super) fn no_failure() -> ConditionUpdate {

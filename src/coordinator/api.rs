@@ -81,6 +81,7 @@ async fn lease(
 ) -> Response {
     let key = JobKey { namespace, name };
     let Some(job) = registry.get(&key) else {
+        registry.count("unknown_job");
         // Not (yet) known here: not planned yet, or this replica is not the
         // leader. Closing the connection lets a Service pick another replica.
         let mut response = retry_later(StatusCode::NOT_FOUND, 1);
@@ -91,11 +92,18 @@ async fn lease(
     };
     // Checked before anything else is revealed about the job.
     if !bearer(&headers).is_some_and(|t| job.accepts(t)) {
+        registry.count("unauthorized");
         return StatusCode::UNAUTHORIZED.into_response();
     }
     match job.state {
-        JobState::Finished => return StatusCode::GONE.into_response(),
-        JobState::Paused => return retry_later(StatusCode::NO_CONTENT, 5),
+        JobState::Finished => {
+            registry.count("finished");
+            return StatusCode::GONE.into_response();
+        }
+        JobState::Paused => {
+            registry.count("paused");
+            return retry_later(StatusCode::NO_CONTENT, 5);
+        }
         JobState::Serving => {}
     }
     let leased = match job.ledger.get().await {
@@ -113,18 +121,23 @@ async fn lease(
         Err(e) => Err(e),
     };
     match leased {
-        Ok(Some(lease)) => Json(LeaseResponse {
-            job_uid: job.uid.clone(),
-            lease,
-            lease_seconds: job.lease_seconds,
-        })
-        .into_response(),
+        Ok(Some(lease)) => {
+            registry.count("leased");
+            Json(LeaseResponse {
+                job_uid: job.uid.clone(),
+                lease,
+                lease_seconds: job.lease_seconds,
+            })
+            .into_response()
+        }
         Ok(None) => {
+            registry.count("empty");
             // Nothing left to hand out: the job may be about to finish.
             registry.nudge(&key);
             retry_later(StatusCode::NO_CONTENT, 2)
         }
         Err(e) => {
+            registry.count("unavailable");
             tracing::warn!(job = %key.name, namespace = %key.namespace, error = %e, "lease failed");
             retry_later(StatusCode::SERVICE_UNAVAILABLE, 2)
         }

@@ -10,7 +10,10 @@ use futures::channel::mpsc;
 
 use sha2::{Digest, Sha256};
 
-use crate::postgres::SharedClient;
+use crate::{
+    metrics::{LeaseResultLabels, LeaseResults},
+    postgres::SharedClient,
+};
 
 /// Namespace and name of a MigrationJob.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -79,6 +82,7 @@ impl JobEntry {
 pub struct Registry {
     jobs: Arc<RwLock<HashMap<JobKey, Arc<JobEntry>>>>,
     nudges: Arc<Mutex<Nudges>>,
+    results: LeaseResults,
 }
 
 /// Where "look at this job now" goes, and when each job was last nudged.
@@ -92,6 +96,20 @@ struct Nudges {
 const NUDGE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Registry {
+    /// Counts the answers to lease requests in `results` (a metric family
+    /// registered by the operator's metrics).
+    pub fn with_lease_results(mut self, results: LeaseResults) -> Self {
+        self.results = results;
+        self
+    }
+
+    /// Counts one answer to a lease request.
+    pub fn count(&self, result: &'static str) {
+        self.results
+            .get_or_create(&LeaseResultLabels { result })
+            .inc();
+    }
+
     /// Nudges (see [`nudge`](Self::nudge)) arrive on the returned stream
     /// from now on.
     pub fn nudges(&self) -> mpsc::UnboundedReceiver<JobKey> {

@@ -127,10 +127,7 @@ impl WorkerConfig {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JobLabels {
-    namespace: String,
-    job: String,
-}
+struct JobLabels {}
 
 /// Runs the worker until SIGTERM.
 pub async fn run(cfg: WorkerConfig) -> Result<(), WorkerError> {
@@ -204,14 +201,17 @@ fn served_result(
 
 /// The worker's metrics, all prefixed `freight_worker_`.
 fn worker_registry(cfg: &WorkerConfig, metrics: &BatchMetrics) -> Registry {
-    let mut registry = Registry::with_prefix("freight_worker");
+    // Every series carries the job and the worker's revision, so that fleets
+    // of a rollout can be told apart.
+    let labels = [
+        ("namespace".into(), cfg.job_namespace.clone().into()),
+        ("job".into(), cfg.job_name.clone().into()),
+        ("revision".into(), cfg.batches.revision.clone().into()),
+    ];
+    let mut registry = Registry::with_prefix_and_labels("freight_worker", labels.into_iter());
     let info = Family::<JobLabels, Gauge>::default();
     registry.register("info", "The job this worker serves", info.clone());
-    info.get_or_create(&JobLabels {
-        namespace: cfg.job_namespace.clone(),
-        job: cfg.job_name.clone(),
-    })
-    .set(1);
+    info.get_or_create(&JobLabels {}).set(1);
     registry.register(
         "records_processed",
         "Records written to the target",
