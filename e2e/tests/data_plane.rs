@@ -825,7 +825,8 @@ async fn database_problems_are_reported_and_fixing_them_resumes_the_job() {
     wait_warning(s.name(), "ReconcileError", "target database").await;
     assert!(op.metric("freight_reconcile_errors_total") >= 1.0);
     // An unreachable database is retried by itself: nothing a person must fix, so
-    // not Failed (Stalled) for kstatus.
+    // not Failed (Stalled) for kstatus. (With no status written yet it reads Current,
+    // "Resource is current": kstatus' default for a resource without conditions.)
     let transient = kstatus(s.name(), "contacts").expect("kstatus");
     eprintln!("target unreachable: kstatus {transient}");
     assert_ne!(transient.status, "Failed", "{transient}");
