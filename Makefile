@@ -9,7 +9,7 @@ SHELL := /usr/bin/env bash
 CLUSTER := e2e/cluster
 ENV := source $(CLUSTER)/env.sh
 
-.PHONY: all build crds fmt-check lint unit tools helm-check gitops-check test e2e cluster-up cluster-down demo demo-down bench bench-dataplane
+.PHONY: all build crds fmt-check lint unit tools helm-check alerts-test chart-monitoring-check gitops-check test e2e cluster-up cluster-down demo demo-down bench bench-dataplane
 
 all: build
 
@@ -35,10 +35,25 @@ unit:
 tools:
 	bash $(CLUSTER)/build.sh
 
+## Every opt-in of the chart (monitoring objects); e2e/check-chart-monitoring.sh has the same list.
+CHART_OPT_INS := --set metrics.serviceMonitor.enabled=true --set metrics.podMonitor.enabled=true \
+	--set metrics.prometheusRule.enabled=true
+
 helm-check: tools
 	$(ENV); helm lint --strict charts/freight
+	$(ENV); helm lint --strict charts/freight $(CHART_OPT_INS)
 	$(ENV); helm template freight charts/freight --namespace freight-system >/dev/null
 	$(ENV); helm template freight charts/freight --set watchNamespace=crm >/dev/null
+	$(ENV); helm template freight charts/freight --set watchNamespace=crm $(CHART_OPT_INS) >/dev/null
+
+## The PrometheusRule: promtool check rules + promtool test rules (charts/freight/tests/).
+alerts-test: tools
+	bash charts/freight/tests/alerts-test.sh
+
+## The chart with every opt-in, dry-run on a running e2e API server against
+## prometheus-operator's CRDs (e2e/run.sh runs this too).
+chart-monitoring-check: tools
+	bash e2e/check-chart-monitoring.sh
 
 ## How GitOps tools read MigrationJob status, on the test objects of
 ## argocd/resource_customizations/freight.dev/MigrationJob/testdata: the Argo CD health
@@ -60,7 +75,7 @@ e2e: tools
 	bash e2e/run.sh
 
 ## Everything CI checks.
-test: fmt-check lint unit helm-check gitops-check e2e
+test: fmt-check lint unit helm-check alerts-test gitops-check e2e
 
 ## A MigrationJob end to end: control plane, PostgreSQL with 1M contacts, operator,
 ## worker pods as local processes (FREIGHT_DEMO_KEEP=1 leaves it all running).

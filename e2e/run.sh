@@ -48,6 +48,9 @@ smoke=$(bash e2e/cluster/smoke.sh | tee -a /dev/stderr | tail -n 1)
   exit 1
 }
 
+step "validating the chart with every opt-in (ServiceMonitor, PodMonitor, PrometheusRule, ...) on the API server"
+bash e2e/check-chart-monitoring.sh >&2
+
 step "building the GitOps status checkers (kstatus-check, argocd-lua-health; seconds when cached)"
 bash e2e/cluster/build.sh kstatus argocd-lua >&2
 # Again: a rebuilt checker lives in a directory keyed by its source hash.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the local e2e control plane from Go modules (no prebuilt downloads):
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm,
+#   prometheus, promtool
+# and fetches prometheus-operator's CRDs (monitoring-crds) to validate the chart against,
 # and the GitOps status checkers (our own small Go programs in go/kstatus and
 # go/argocd-lua): kstatus-check (sigs.k8s.io/cli-utils), argocd-lua-health (gopher-lua)
 # into a version-keyed cache outside the repo:
@@ -9,7 +11,8 @@
 # Versions come from versions.env. A binary set that already exists is skipped,
 # so a warm run takes seconds.
 #
-# Usage: e2e/cluster/build.sh [kubernetes|etcd|kwok|helm|kstatus|argocd-lua ...]   (default: all)
+# Usage: e2e/cluster/build.sh [kubernetes|etcd|kwok|helm|prometheus|monitoring-crds|kstatus|argocd-lua ...]
+#        (default: all)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -224,6 +227,74 @@ build_helm() {
   "$out/helm" version
 }
 
+# ---------------------------------------------------------------- prometheus
+PROMETHEUS_MODULE=github.com/prometheus/prometheus
+PROMETHEUS_CMDS=(prometheus promtool)
+
+prepare_prometheus() {
+  local dir="$HERE/go/prometheus" upstream tools
+  wrapper_current "$dir" "$PROMETHEUS_MODULE" "$PROMETHEUS_VERSION" && return 0
+  log "regenerating $dir/go.mod for prometheus $PROMETHEUS_VERSION"
+  upstream=$(upstream_gomod "$PROMETHEUS_MODULE" "$PROMETHEUS_VERSION")
+  [[ -f "$upstream" ]] || { log "cannot find go.mod of $PROMETHEUS_MODULE@$PROMETHEUS_VERSION"; return 1; }
+  mkdir -p "$dir"
+  tools=$(for c in "${PROMETHEUS_CMDS[@]}"; do printf '\t%s/cmd/%s\n' "$PROMETHEUS_MODULE" "$c"; done)
+  write_wrapper "$dir" freight.local/e2e/cluster/prometheus "$(go_line "$upstream")" \
+    "$(printf '\t%s %s' "$PROMETHEUS_MODULE" "$PROMETHEUS_VERSION")" "$tools" ""
+}
+
+build_prometheus() {
+  local out="$BIN_ROOT/prometheus-$PROMETHEUS_VERSION" tmp ldflags p c mm release all=1
+  for c in "${PROMETHEUS_CMDS[@]}"; do [[ -x "$out/$c" ]] || all=0; done
+  if ((all)); then log "prometheus $PROMETHEUS_VERSION: cached in $out"; return 0; fi
+  timed "prometheus: module setup" prepare_prometheus
+  # Same stamping as prometheus' .promu.yml. Module v0.MNN.P is release M.NN.P (v0.316.0 = 3.16.0).
+  mm=${PROMETHEUS_VERSION#v0.}
+  mm=${mm%%.*}
+  release="$((10#$mm / 100)).$((10#$mm % 100)).${PROMETHEUS_VERSION##*.}"
+  p=github.com/prometheus/common/version
+  ldflags="-s -w -X $p.Version=$release -X $p.Revision=$PROMETHEUS_VERSION"
+  ldflags+=" -X $p.Branch=HEAD -X $p.BuildUser=freight@build.sh -X $p.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
+  tmp="$out.tmp.$$"
+  mkdir -p "$tmp"
+  # No `builtinassets` tag: the web UI (built with npm upstream) is not embedded; the
+  # API, /metrics, rules and alerts work without it. Tags from versions.env trim the
+  # service-discovery plugins (cloud SDKs) to what the e2e needs.
+  timed "prometheus: go build ${PROMETHEUS_CMDS[*]}" \
+    gobuild "$HERE/go/prometheus" -tags "$PROMETHEUS_TAGS" -ldflags "$ldflags" -o "$tmp/" \
+    "${PROMETHEUS_CMDS[@]/#/$PROMETHEUS_MODULE/cmd/}"
+  rm -rf "$out" && mv "$tmp" "$out"
+  "$out/prometheus" --version
+  "$out/promtool" --version
+}
+
+# ---------------------------------------------------------------- monitoring-crds
+# prometheus-operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule, ...), from its
+# Go module's example/prometheus-operator-crd/, to validate the chart's monitoring objects
+# on a real API server (e2e/check-chart-monitoring.sh). Nothing is built.
+PROMETHEUS_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator
+
+build_monitoring-crds() {
+  local out="$FREIGHT_CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" tmp dir
+  if [[ -f "$out/monitoring.coreos.com_prometheusrules.yaml" ]]; then
+    log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION: cached in $out"
+    return 0
+  fi
+  tmp=$(mktemp -d)
+  dir=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "$PROMETHEUS_OPERATOR_MODULE@$PROMETHEUS_OPERATOR_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rmdir "$tmp"
+  [[ -d "$dir/example/prometheus-operator-crd" ]] || {
+    log "no example/prometheus-operator-crd in $PROMETHEUS_OPERATOR_MODULE@$PROMETHEUS_OPERATOR_VERSION"
+    return 1
+  }
+  mkdir -p "$out.tmp.$$"
+  cp "$dir"/example/prometheus-operator-crd/*.yaml "$out.tmp.$$/"
+  chmod -R u+w "$out.tmp.$$" # the module cache is read-only
+  rm -rf "$out" && mv "$out.tmp.$$" "$out"
+  log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION in $out: $(cd "$out" && echo *.yaml)"
+}
+
 # ---------------------------------------------------------------- kstatus-check
 # Our main.go (committed) + a go.mod requiring cli-utils and the client-go/apimachinery
 # of the control plane's Kubernetes version.
@@ -278,14 +349,14 @@ build_argocd_lua() {
 
 main() {
   local targets=("$@") t total_start
-  ((${#targets[@]})) || targets=(etcd kwok helm kubernetes kstatus argocd-lua)
+  ((${#targets[@]})) || targets=(etcd kwok helm prometheus monitoring-crds kubernetes kstatus argocd-lua)
   command -v go >/dev/null || { log "go is required"; exit 1; }
   log "$(go version); cache $FREIGHT_CACHE"
   mkdir -p "$BIN_ROOT" "$GOMODCACHE" "$GOCACHE"
   total_start=$(date +%s)
   for t in "${targets[@]}"; do
     case "$t" in
-      kubernetes | etcd | kwok | helm | kstatus) timed "$t (total)" "build_$t" ;;
+      kubernetes | etcd | kwok | helm | prometheus | monitoring-crds | kstatus) timed "$t (total)" "build_$t" ;;
       argocd-lua) timed "$t (total)" build_argocd_lua ;;
       *) log "unknown target $t"; exit 2 ;;
     esac
