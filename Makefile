@@ -10,7 +10,7 @@ SHELL := /usr/bin/env bash
 CLUSTER := e2e/cluster
 ENV := source $(CLUSTER)/env.sh
 
-.PHONY: all build crds fmt-check lint unit tools helm-check alerts-test chart-monitoring-check test e2e cluster-up cluster-down demo demo-down bench bench-dataplane bench-reconcile
+.PHONY: all build crds fmt-check lint unit tools helm-check alerts-test chart-monitoring-check gitops-check test e2e cluster-up cluster-down demo demo-down bench bench-dataplane bench-reconcile
 
 all: build
 
@@ -56,6 +56,15 @@ alerts-test: tools
 chart-monitoring-check: tools
 	bash e2e/check-chart-monitoring.sh
 
+## How GitOps tools read MigrationJob status, on the test objects of
+## argocd/resource_customizations/freight.dev/MigrationJob/testdata: the Argo CD health
+## check (health.lua) on gopher-lua against health_test.yaml, and kstatus (Flux, kpt)
+## against kstatus_test.yaml. The e2e suite checks kstatus on the real API server too.
+HEALTH := argocd/resource_customizations/freight.dev/MigrationJob
+gitops-check: tools
+	$(ENV); argocd-lua-health $(HEALTH)
+	$(ENV); kstatus-check -test $(HEALTH)/kstatus_test.yaml
+
 cluster-up: tools
 	bash $(CLUSTER)/up.sh
 
@@ -67,7 +76,7 @@ e2e: tools
 	bash e2e/run.sh
 
 ## Everything CI checks.
-test: fmt-check lint unit helm-check alerts-test e2e
+test: fmt-check lint unit helm-check alerts-test gitops-check e2e
 
 ## A MigrationJob end to end: control plane, PostgreSQL with 1M contacts, operator,
 ## worker pods as local processes (FREIGHT_DEMO_KEEP=1 leaves it all running).

@@ -23,6 +23,9 @@ use serde_json::Value;
 #[path = "../../tests/common/pg.rs"]
 pub mod pg;
 
+pub mod gitops;
+
+pub use gitops::{Reading, argocd_health, expect_gitops, kstatus, kstatus_of_phase};
 pub use pg::TempPostgres;
 
 /// Root of the repository.
