@@ -48,6 +48,15 @@ smoke=$(bash e2e/cluster/smoke.sh | tee -a /dev/stderr | tail -n 1)
   exit 1
 }
 
+step "validating the chart with every opt-in (ServiceMonitor, PodMonitor, PrometheusRule, ...) on the API server"
+bash e2e/check-chart-monitoring.sh >&2
+
+step "building the GitOps status checkers (kstatus-check, argocd-lua-health; seconds when cached)"
+bash e2e/cluster/build.sh kstatus argocd-lua >&2
+# Again: a rebuilt checker lives in a directory keyed by its source hash.
+# shellcheck source=e2e/cluster/env.sh disable=SC1091
+source e2e/cluster/env.sh
+
 step "building freight and the pod runner"
 cargo build --bin freight -p freight --bin pod-runner -p freight-e2e
 TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}

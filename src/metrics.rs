@@ -342,6 +342,21 @@ impl Metrics {
         }
     }
 
+    /// Removes the series of every job (this replica stopped reconciling:
+    /// another one reports them now).
+    pub fn forget_all_jobs(&self) {
+        let jobs: Vec<(String, String)> = self
+            .phases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for (namespace, name) in jobs {
+            self.forget_job(&namespace, &name);
+        }
+    }
+
     /// Removes every series of a deleted job.
     pub fn forget_job(&self, namespace: &str, name: &str) {
         self.set_phase(namespace, name, None);
@@ -468,5 +483,8 @@ mod tests {
         m.forget_job("crm", "contacts");
         let text = m.encode();
         assert!(!text.contains(r#"job="contacts""#), "{text}");
+        m.set_job(&job(), &recovered, &now);
+        m.forget_all_jobs();
+        assert!(!m.encode().contains(r#"job="contacts""#));
     }
 }

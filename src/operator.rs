@@ -290,6 +290,7 @@ async fn run_controller(
     // and stops its planning tasks.
     registry.clear();
     ctx.memory.forget_all();
+    ctx.metrics.forget_all_jobs();
 }
 
 /// Resolves when the watched flag equals `value`.

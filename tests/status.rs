@@ -450,6 +450,17 @@ fn reconciling_and_stalled_follow_the_kstatus_conventions() {
     let suspended = desired_status(&suspended_job, &fleet(0, 0), at(10));
     assert_eq!(suspended.phase, Phase::Suspended);
     assert_eq!(pair(&suspended), t("False", "False"));
+    // kstatus falls back to Ready: a job that is done (or parked on purpose)
+    // must not read as still in progress; a failed one is Stalled anyway.
+    for (s, ready) in [
+        (&done, "True"),
+        (&with_errors, "True"),
+        (&suspended, "True"),
+        (&failed, "False"),
+        (&blocked, "False"),
+    ] {
+        assert_eq!(cond(s, "Ready").status, ready, "{:?}", s.phase);
+    }
 }
 
 #[test]

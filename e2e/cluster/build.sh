@@ -2,17 +2,23 @@
 # Build the local e2e control plane from Go modules (no prebuilt downloads):
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm,
 #   prometheus, promtool
+# and fetches prometheus-operator's CRDs (monitoring-crds) to validate the chart against,
+# and the GitOps status checkers (our own small Go programs in go/kstatus and
+# go/argocd-lua): kstatus-check (sigs.k8s.io/cli-utils), argocd-lua-health (gopher-lua)
 # into a version-keyed cache outside the repo:
 #   ${FREIGHT_CACHE:-$HOME/.cache/freight}/bin/<name>-<version>/<binary>
+# (the checkers' directories also carry a hash of their source: <name>-<version>-<hash>).
 # Versions come from versions.env. A binary set that already exists is skipped,
 # so a warm run takes seconds.
 #
-# Usage: e2e/cluster/build.sh [kubernetes|etcd|kwok|helm|prometheus ...]   (default: all)
+# Usage: e2e/cluster/build.sh [kubernetes|etcd|kwok|helm|prometheus|monitoring-crds|kstatus|argocd-lua ...]
+#        (default: all)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=e2e/cluster/versions.env disable=SC1091
-source "$HERE/versions.env"
+# versions.env, and freight_tool_bin (where the checkers' binaries go).
+# shellcheck source=e2e/cluster/env.sh disable=SC1091
+source "$HERE/env.sh"
 
 FREIGHT_CACHE=${FREIGHT_CACHE:-$HOME/.cache/freight}
 BIN_ROOT="$FREIGHT_CACHE/bin"
@@ -262,16 +268,96 @@ build_prometheus() {
   "$out/promtool" --version
 }
 
+# ---------------------------------------------------------------- monitoring-crds
+# prometheus-operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule, ...), from its
+# Go module's example/prometheus-operator-crd/, to validate the chart's monitoring objects
+# on a real API server (e2e/check-chart-monitoring.sh). Nothing is built.
+PROMETHEUS_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator
+
+build_monitoring-crds() {
+  local out="$FREIGHT_CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" tmp dir
+  if [[ -f "$out/monitoring.coreos.com_prometheusrules.yaml" ]]; then
+    log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION: cached in $out"
+    return 0
+  fi
+  tmp=$(mktemp -d)
+  dir=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "$PROMETHEUS_OPERATOR_MODULE@$PROMETHEUS_OPERATOR_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rmdir "$tmp"
+  [[ -d "$dir/example/prometheus-operator-crd" ]] || {
+    log "no example/prometheus-operator-crd in $PROMETHEUS_OPERATOR_MODULE@$PROMETHEUS_OPERATOR_VERSION"
+    return 1
+  }
+  mkdir -p "$out.tmp.$$"
+  cp "$dir"/example/prometheus-operator-crd/*.yaml "$out.tmp.$$/"
+  chmod -R u+w "$out.tmp.$$" # the module cache is read-only
+  rm -rf "$out" && mv "$out.tmp.$$" "$out"
+  log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION in $out: $(cd "$out" && echo *.yaml)"
+}
+
+# ---------------------------------------------------------------- kstatus-check
+# Our main.go (committed) + a go.mod requiring cli-utils and the client-go/apimachinery
+# of the control plane's Kubernetes version.
+prepare_kstatus() {
+  local dir="$HERE/go/kstatus" upstream
+  wrapper_current "$dir" sigs.k8s.io/cli-utils "$CLI_UTILS_VERSION" &&
+    wrapper_current "$dir" k8s.io/client-go "$STAGING_VERSION" && return 0
+  log "regenerating $dir/go.mod for cli-utils $CLI_UTILS_VERSION, client-go $STAGING_VERSION"
+  upstream=$(upstream_gomod k8s.io/client-go "$STAGING_VERSION")
+  write_wrapper "$dir" freight.local/e2e/cluster/kstatus "$(go_line "$upstream")" \
+    "$(printf '\t%s %s\n' sigs.k8s.io/cli-utils "$CLI_UTILS_VERSION" \
+      k8s.io/api "$STAGING_VERSION" k8s.io/apimachinery "$STAGING_VERSION" \
+      k8s.io/client-go "$STAGING_VERSION")" "" ""
+}
+
+build_kstatus() {
+  local out tmp
+  timed "kstatus-check: module setup" prepare_kstatus
+  out=$(freight_tool_bin kstatus-check "$CLI_UTILS_VERSION" "$HERE/go/kstatus")
+  if [[ -x "$out/kstatus-check" ]]; then log "kstatus-check: cached in $out"; return 0; fi
+  tmp="$out.tmp.$$"
+  mkdir -p "$tmp"
+  timed "kstatus-check: go build" gobuild "$HERE/go/kstatus" -ldflags "-s -w" -o "$tmp/kstatus-check" .
+  rm -rf "$out" && mv "$tmp" "$out"
+  log "kstatus-check: built $out"
+}
+
+# ---------------------------------------------------------------- argocd-lua-health
+# Our main.go (committed) + a go.mod requiring gopher-lua (and gopher-json, which Argo CD
+# encodes a health check's result with).
+prepare_argocd_lua() {
+  local dir="$HERE/go/argocd-lua" upstream
+  wrapper_current "$dir" github.com/yuin/gopher-lua "$GOPHER_LUA_VERSION" && return 0
+  log "regenerating $dir/go.mod for gopher-lua $GOPHER_LUA_VERSION"
+  upstream=$(upstream_gomod github.com/yuin/gopher-lua "$GOPHER_LUA_VERSION")
+  write_wrapper "$dir" freight.local/e2e/cluster/argocd-lua "$(go_line "$upstream")" \
+    "$(printf '\t%s %s\n' github.com/yuin/gopher-lua "$GOPHER_LUA_VERSION" \
+      layeh.com/gopher-json "$GOPHER_JSON_VERSION" sigs.k8s.io/yaml "$SIGS_YAML_VERSION")" "" ""
+}
+
+build_argocd_lua() {
+  local out tmp
+  timed "argocd-lua-health: module setup" prepare_argocd_lua
+  out=$(freight_tool_bin argocd-lua-health "$GOPHER_LUA_VERSION" "$HERE/go/argocd-lua")
+  if [[ -x "$out/argocd-lua-health" ]]; then log "argocd-lua-health: cached in $out"; return 0; fi
+  tmp="$out.tmp.$$"
+  mkdir -p "$tmp"
+  timed "argocd-lua-health: go build" gobuild "$HERE/go/argocd-lua" -ldflags "-s -w" -o "$tmp/argocd-lua-health" .
+  rm -rf "$out" && mv "$tmp" "$out"
+  log "argocd-lua-health: built $out"
+}
+
 main() {
   local targets=("$@") t total_start
-  ((${#targets[@]})) || targets=(etcd kwok helm prometheus kubernetes)
+  ((${#targets[@]})) || targets=(etcd kwok helm prometheus monitoring-crds kubernetes kstatus argocd-lua)
   command -v go >/dev/null || { log "go is required"; exit 1; }
   log "$(go version); cache $FREIGHT_CACHE"
   mkdir -p "$BIN_ROOT" "$GOMODCACHE" "$GOCACHE"
   total_start=$(date +%s)
   for t in "${targets[@]}"; do
     case "$t" in
-      kubernetes | etcd | kwok | helm | prometheus) timed "$t (total)" "build_$t" ;;
+      kubernetes | etcd | kwok | helm | prometheus | monitoring-crds | kstatus) timed "$t (total)" "build_$t" ;;
+      argocd-lua) timed "$t (total)" build_argocd_lua ;;
       *) log "unknown target $t"; exit 2 ;;
     esac
   done

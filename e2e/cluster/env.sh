@@ -9,6 +9,7 @@ FREIGHT_CLUSTER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$FREIGHT_CLUSTER_DIR/versions.env"
 
 export FREIGHT_CLUSTER_DIR K8S_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION PROMETHEUS_VERSION
+export PROMETHEUS_OPERATOR_VERSION CLI_UTILS_VERSION GOPHER_LUA_VERSION
 export FREIGHT_CACHE=${FREIGHT_CACHE:-$HOME/.cache/freight}
 export FREIGHT_E2E_STATE=${FREIGHT_E2E_STATE:-/tmp/freight-e2e}
 
@@ -25,8 +26,23 @@ export FREIGHT_BIN_ETCD="$FREIGHT_CACHE/bin/etcd-$ETCD_VERSION"
 export FREIGHT_BIN_KWOK="$FREIGHT_CACHE/bin/kwok-$KWOK_VERSION"
 export FREIGHT_BIN_HELM="$FREIGHT_CACHE/bin/helm-$HELM_VERSION"
 export FREIGHT_BIN_PROMETHEUS="$FREIGHT_CACHE/bin/prometheus-$PROMETHEUS_VERSION"
+# prometheus-operator's CRDs (build.sh monitoring-crds), for e2e/check-chart-monitoring.sh.
+export FREIGHT_MONITORING_CRDS="$FREIGHT_CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
 
-for _freight_d in "$FREIGHT_BIN_PROMETHEUS" "$FREIGHT_BIN_HELM" "$FREIGHT_BIN_KWOK" "$FREIGHT_BIN_ETCD" "$FREIGHT_BIN_KUBERNETES"; do
+# freight_tool_bin NAME VERSION DIR: cache directory of a checker built from our own
+# source in DIR (go/kstatus, go/argocd-lua): keyed by the upstream version and a hash of
+# main.go, go.mod and go.sum, so an edited checker is rebuilt, never served stale.
+freight_tool_bin() {
+  local hash
+  hash=$(cat "$3/main.go" "$3/go.mod" "$3/go.sum" 2>/dev/null | sha256sum | cut -c1-12)
+  printf '%s\n' "$FREIGHT_CACHE/bin/$1-$2-$hash"
+}
+FREIGHT_BIN_KSTATUS=$(freight_tool_bin kstatus-check "$CLI_UTILS_VERSION" "$FREIGHT_CLUSTER_DIR/go/kstatus")
+FREIGHT_BIN_ARGOCD_LUA=$(freight_tool_bin argocd-lua-health "$GOPHER_LUA_VERSION" "$FREIGHT_CLUSTER_DIR/go/argocd-lua")
+export FREIGHT_BIN_KSTATUS FREIGHT_BIN_ARGOCD_LUA
+
+for _freight_d in "$FREIGHT_BIN_ARGOCD_LUA" "$FREIGHT_BIN_KSTATUS" \
+  "$FREIGHT_BIN_PROMETHEUS" "$FREIGHT_BIN_HELM" "$FREIGHT_BIN_KWOK" "$FREIGHT_BIN_ETCD" "$FREIGHT_BIN_KUBERNETES"; do
   case ":$PATH:" in
     *":$_freight_d:"*) ;;
     *) PATH="$_freight_d:$PATH" ;;

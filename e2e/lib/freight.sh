@@ -42,7 +42,8 @@ freight_wait_http() {
 
 # freight_start DIR BIN_DIR NAMESPACE: BIN_DIR holds `freight` and `pod-runner`.
 # Env overrides: FREIGHT_LOG_FORMAT (text), RUST_LOG (info), FREIGHT_COORDINATOR_PORT,
-# FREIGHT_OPERATOR_METRICS_PORT (first free port from 18090 / 18080).
+# FREIGHT_OPERATOR_METRICS_PORT (first free port from 18090 / 18080),
+# FREIGHT_OPERATOR_KUBECONFIG (the operator's alone; default $KUBECONFIG, the admin's).
 freight_start() {
   local dir=$1 bin=$2 ns=$3 coord metrics
   mkdir -p "$dir"
@@ -50,7 +51,7 @@ freight_start() {
   metrics=${FREIGHT_OPERATOR_METRICS_PORT:-$(freight_free_port 18080)}
   ((coord != metrics)) || metrics=$(freight_free_port $((coord + 1)))
   freight_log "starting the operator (watching namespace $ns; metrics :$metrics, coordinator :$coord; log $dir/operator.log)"
-  KUBECONFIG=$KUBECONFIG \
+  KUBECONFIG=${FREIGHT_OPERATOR_KUBECONFIG:-$KUBECONFIG} \
     FREIGHT_WATCH_NAMESPACE=$ns \
     FREIGHT_METRICS_ADDR="127.0.0.1:$metrics" \
     FREIGHT_LEADER_ELECTION=false \

@@ -24,8 +24,10 @@ use serde_json::Value;
 pub mod pg;
 
 pub mod dashboard;
+pub mod gitops;
 pub mod prometheus;
 
+pub use gitops::{Reading, argocd_health, expect_gitops, kstatus, kstatus_of_phase};
 pub use pg::TempPostgres;
 
 /// Root of the repository.

@@ -153,6 +153,19 @@ scrape_configs:
             .unwrap_or_default()
     }
 
+    /// The health of its rules: (name, health, last error).
+    pub fn rule_health(&self) -> Vec<(String, String, String)> {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        self.get("/api/v1/rules")
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|v| v["data"]["groups"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| (text(&r["name"]), text(&r["health"]), text(&r["lastError"])))
+            .collect()
+    }
+
     /// The health of its scrape targets: (scrape URL, health, last error).
     pub fn targets(&self) -> Vec<(String, String, String)> {
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();

@@ -15,10 +15,11 @@ use std::{
 };
 
 use freight_e2e::{
-    CONTACTS_TABLE, Operator, OperatorOptions, TempPostgres, TestNamespace, checksum, condition,
-    create_db_secrets, create_url_secret, eventually, free_port, get_json, insert_contacts, job,
-    kubectl_ok, kubectl_stdin, lease_holder, live_processes, patch_job_ok, running_processes,
-    slow_down_writes, wait_no_workers, wait_phase, worker_deployments,
+    CONTACTS_TABLE, Operator, OperatorOptions, TempPostgres, TestNamespace, argocd_health,
+    checksum, condition, create_db_secrets, create_url_secret, eventually, expect_gitops,
+    free_port, get_json, insert_contacts, job, kstatus, kstatus_of_phase, kubectl_ok,
+    kubectl_stdin, lease_holder, live_processes, patch_job_ok, running_processes, slow_down_writes,
+    wait_no_workers, wait_phase, worker_deployments,
 };
 use nix::{
     sys::signal::{Signal, kill},
@@ -418,6 +419,20 @@ async fn rejected_rows_are_reported_and_retry_failed_copies_them() {
     });
     let done = wait_finished(s.name(), "contacts", "CompletedWithErrors", MINUTE * 4).await;
     assert_counts(&done, ROWS, REJECTED);
+    // Finished within its failure budget: done, for Flux and Argo CD alike.
+    let (_, argo) = expect_gitops(
+        s.name(),
+        "contacts",
+        "CompletedWithErrors",
+        "Current",
+        "Healthy",
+    )
+    .await;
+    assert!(
+        argo.message
+            .contains(&format!("{REJECTED} of {ROWS} records failed")),
+        "{argo}"
+    );
     let recent = done["status"]["recentFailures"]
         .as_array()
         .cloned()
@@ -458,6 +473,7 @@ async fn rejected_rows_are_reported_and_retry_failed_copies_them() {
     patch_job_ok(s.name(), "contacts", r#"{"spec":{"retryFailed":1}}"#);
     let retried = wait_finished(s.name(), "contacts", "Succeeded", MINUTE * 3).await;
     assert_counts(&retried, ROWS, 0);
+    expect_gitops(s.name(), "contacts", "Succeeded", "Current", "Healthy").await;
     assert_eq!(
         pg.psql(
             "target",
@@ -731,9 +747,12 @@ async fn suspend_mid_run_stops_everything_and_resume_completes() {
     let op = s.operator("suspend").await;
     let uid = s.apply(&JobSpec::new("contacts", "contacts"));
     wait_progress(&pg, &uid, 5, 50).await;
+    expect_gitops(s.name(), "contacts", "Running", "InProgress", "Progressing").await;
 
     patch_job_ok(s.name(), "contacts", r#"{"spec":{"suspend":true}}"#);
     wait_phase(s.name(), "contacts", "Suspended", MINUTE).await;
+    // Suspended is where its spec says it should be: Current for kstatus.
+    expect_gitops(s.name(), "contacts", "Suspended", "Current", "Suspended").await;
     wait_no_workers(s.name(), "contacts", MINUTE).await;
     let (_, total, written) = ledger_progress(&pg, &uid).expect("ledger");
     assert!(
@@ -775,6 +794,7 @@ async fn suspend_mid_run_stops_everything_and_resume_completes() {
     patch_job_ok(s.name(), "contacts", r#"{"spec":{"suspend":false}}"#);
     let done = wait_finished(s.name(), "contacts", "Succeeded", MINUTE * 6).await;
     assert_counts(&done, MID_RUN_ROWS as i64, 0);
+    expect_gitops(s.name(), "contacts", "Succeeded", "Current", "Healthy").await;
     assert_eq!(
         checksum(&pg, "target", "contacts", "id"),
         checksum(&pg, "source", "contacts", "id")
@@ -804,6 +824,12 @@ async fn database_problems_are_reported_and_fixing_them_resumes_the_job() {
 
     wait_warning(s.name(), "ReconcileError", "target database").await;
     assert!(op.metric("freight_reconcile_errors_total") >= 1.0);
+    // An unreachable database is retried by itself: nothing a person must fix, so
+    // not Failed (Stalled) for kstatus. (With no status written yet it reads Current,
+    // "Resource is current": kstatus' default for a resource without conditions.)
+    let transient = kstatus(s.name(), "contacts").expect("kstatus");
+    eprintln!("target unreachable: kstatus {transient}");
+    assert_ne!(transient.status, "Failed", "{transient}");
     let j = job(s.name(), "contacts").expect("job");
     assert!(
         !matches!(
@@ -818,6 +844,7 @@ async fn database_problems_are_reported_and_fixing_them_resumes_the_job() {
     // Reachable now (the Secret changed): the source table is missing.
     create_url_secret(s.name(), "new-db", &pg.url("target"));
     let j = wait_blocked(s.name(), "contacts", "SourceTableNotFound").await;
+    expect_blocked_reads_failed(s.name(), "public.contacts").await;
     let message = condition(&j, "Ready").expect("Ready")["message"].clone();
     assert!(
         message
@@ -835,6 +862,7 @@ async fn database_problems_are_reported_and_fixing_them_resumes_the_job() {
     );
     nudge(s.name(), "contacts", 1);
     let j = wait_blocked(s.name(), "contacts", "KeyColumnNotFound").await;
+    expect_blocked_reads_failed(s.name(), "\"id\"").await;
     let message = condition(&j, "Ready").expect("Ready")["message"].clone();
     assert!(
         message.as_str().is_some_and(|m| m.contains("\"id\"")),
@@ -848,6 +876,7 @@ async fn database_problems_are_reported_and_fixing_them_resumes_the_job() {
     insert_contacts(&pg, "source", ROWS as u64);
     nudge(s.name(), "contacts", 2);
     let j = wait_blocked(s.name(), "contacts", "TargetTableNotFound").await;
+    expect_blocked_reads_failed(s.name(), "public.contacts").await;
     let message = condition(&j, "Ready").expect("Ready")["message"].clone();
     assert!(
         message
@@ -870,12 +899,95 @@ async fn database_problems_are_reported_and_fixing_them_resumes_the_job() {
     )
     .await;
     eprintln!("resumed {:?} after the fix", fixed.elapsed());
+    // Planning and Running may be over before a check can see them; whatever
+    // phase each read catches, it must read as that phase should.
+    for _ in 0..3 {
+        let k = kstatus(s.name(), "contacts").expect("kstatus");
+        assert_eq!(
+            k.status,
+            kstatus_of_phase(&k.phase),
+            "kstatus after the fix: {k}"
+        );
+        if k.phase == "Succeeded" {
+            break;
+        }
+    }
     let done = wait_finished(s.name(), "contacts", "Succeeded", MINUTE * 3).await;
     assert_counts(&done, ROWS, 0);
+    expect_gitops(s.name(), "contacts", "Succeeded", "Current", "Healthy").await;
     assert_eq!(
         checksum(&pg, "target", "contacts", "id"),
         checksum(&pg, "source", "contacts", "id")
     );
+
+    // A spec edit the operator has not seen yet (it is stopped): status describes
+    // an older generation, which kstatus and Argo CD read as in progress until the
+    // operator catches up.
+    op.stop();
+    patch_job_ok(s.name(), "contacts", r#"{"spec":{"workers":{"max":3}}}"#);
+    let behind = kstatus(s.name(), "contacts").expect("kstatus");
+    assert_eq!(behind.status, "InProgress", "{behind}");
+    assert!(
+        behind.message.contains("latest observed generation"),
+        "{behind}"
+    );
+    let argo = argocd_health(s.name(), "contacts").expect("Argo CD health");
+    assert_eq!(argo.status, "Progressing", "{argo}");
+    let op = s.operator("dbproblems-2").await;
+    eventually(
+        "kstatus Current once the edit is observed",
+        MINUTE,
+        || async { kstatus(s.name(), "contacts").filter(|k| k.status == "Current") },
+    )
+    .await;
+    expect_gitops(s.name(), "contacts", "Succeeded", "Current", "Healthy").await;
+    s.delete().await;
+    op.stop();
+}
+
+/// A job blocked on a problem only a person can fix (Pending, Stalled=True)
+/// reads Failed for kstatus and Degraded for Argo CD, both with the problem
+/// (`needle`) in their message.
+async fn expect_blocked_reads_failed(ns: &str, needle: &str) {
+    let (k, a) = expect_gitops(ns, "contacts", "Pending", "Failed", "Degraded").await;
+    assert!(k.message.contains(needle), "kstatus message: {k}");
+    assert!(a.message.contains(needle), "Argo CD message: {a}");
+}
+
+/// More records rejected than the failure budget allows: the job fails, and
+/// kstatus (Flux) and Argo CD read it as failed.
+#[tokio::test]
+async fn over_the_failure_budget_the_job_fails_for_gitops_tools() {
+    const ROWS: i64 = 5_000;
+    let s = Scenario::new("overbudget");
+    let pg = TempPostgres::start();
+    // ages are id % 100; ages 0, 1 and 2 are refused: 3% of the rows, over 1%.
+    seed_contacts(
+        s.name(),
+        &pg,
+        &pg,
+        ROWS as u64,
+        &format!("{CONTACTS_TABLE}; ALTER TABLE contacts ADD CONSTRAINT adult CHECK (age >= 3)"),
+    );
+    let op = s.operator("overbudget").await;
+    s.apply(&JobSpec {
+        batch_size: 500,
+        max_failed_ratio: 0.01,
+        ..JobSpec::new("contacts", "contacts")
+    });
+    wait_phase(s.name(), "contacts", "Failed", MINUTE * 3).await;
+    let (k, a) = expect_gitops(s.name(), "contacts", "Failed", "Failed", "Degraded").await;
+    assert!(k.message.contains("maxFailedRecordRatio"), "{k}");
+    assert!(a.message.contains("maxFailedRecordRatio"), "{a}");
+    // `kubectl wait` on the standard condition works too.
+    kubectl_ok(&[
+        "-n",
+        s.name(),
+        "wait",
+        "mj/contacts",
+        "--for=condition=Failed",
+        "--timeout=10s",
+    ]);
     s.delete().await;
     op.stop();
 }

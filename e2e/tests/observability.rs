@@ -10,6 +10,7 @@ use std::{
     collections::HashSet,
     io::{Read, Write},
     net::TcpStream,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -17,7 +18,7 @@ use freight_e2e::{
     CONTACTS_TABLE, Operator, OperatorOptions, TempPostgres, TestNamespace, WriteGate, checksum,
     condition, create_db_secrets, create_url_secret,
     dashboard::{self, PanelQuery},
-    eventually, free_port, helm_ok, insert_contacts, job, kubectl_stdin,
+    eventually, free_port, insert_contacts, job, kubectl_stdin,
     prometheus::{Prometheus, SCRAPE_SECONDS, TargetSync},
     repo_root, wait_phase,
 };
@@ -145,25 +146,30 @@ spec:
     )
 }
 
-/// The chart's alerting rules as a Prometheus rules file: the
-/// PrometheusRule's `spec`, rendered with FreightJobStalled's window at
-/// [`STALLED_FOR`] and its `for:` at [`STALLED_PENDING`].
+/// The chart's alerting rules as a Prometheus rules file
+/// (`charts/freight/tests/render-rules.sh`), with FreightJobStalled's
+/// window at [`STALLED_FOR`] and its `for:` at [`STALLED_PENDING`], and the
+/// operator's series selected as this test's Prometheus labels them.
 fn rules() -> String {
-    let rendered = helm_ok(&[
-        "template",
-        "freight",
-        &repo_root().join("charts/freight").display().to_string(),
-        "--set",
-        "metrics.prometheusRule.enabled=true",
-        "--set",
-        &format!("metrics.prometheusRule.jobStalledFor={STALLED_FOR}"),
-        "--show-only",
-        "templates/prometheusrule.yaml",
-    ]);
-    let rule: serde_yaml::Value = serde_yaml::from_str(&rendered).expect("the PrometheusRule");
-    let mut spec = rule["spec"].clone();
+    let out = Command::new("bash")
+        .arg(repo_root().join("charts/freight/tests/render-rules.sh"))
+        .args([
+            "--set",
+            &format!("metrics.prometheusRule.jobStalledFor={STALLED_FOR}"),
+            "--set-string",
+            r#"metrics.prometheusRule.operatorSelector=job="freight",role="operator""#,
+        ])
+        .output()
+        .expect("run render-rules.sh");
+    assert!(
+        out.status.success(),
+        "render-rules.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    let mut rules: serde_yaml::Value = serde_yaml::from_str(&rendered).expect("a rules file");
     let mut found = false;
-    for group in spec["groups"].as_sequence_mut().into_iter().flatten() {
+    for group in rules["groups"].as_sequence_mut().into_iter().flatten() {
         for r in group["rules"].as_sequence_mut().into_iter().flatten() {
             if r["alert"].as_str() == Some("FreightJobStalled") {
                 r["for"] = STALLED_PENDING.into();
@@ -175,7 +181,7 @@ fn rules() -> String {
         found,
         "no FreightJobStalled in the chart's rules:\n{rendered}"
     );
-    serde_yaml::to_string(&spec).expect("rules serialize")
+    serde_yaml::to_string(&rules).expect("rules serialize")
 }
 
 fn apply(ns: &str, manifest: &str) {
@@ -369,7 +375,15 @@ async fn dashboard_has_data_and_the_stalled_alert_fires_and_clears_on_a_real_pro
     );
     assert_eq!(phase(&ns.name), "Running", "the job ended during the check");
 
-    // Not while the job makes progress.
+    // Every rule of the chart evaluates on this Prometheus.
+    let broken: Vec<_> = prom
+        .rule_health()
+        .into_iter()
+        .filter(|(_, health, _)| health != "ok")
+        .collect();
+    assert!(broken.is_empty(), "rules that do not evaluate: {broken:?}");
+
+    // FreightJobStalled is quiet while the job makes progress.
     assert!(
         stalled_states(&prom, &ns.name, JOB).is_empty(),
         "FreightJobStalled before the target blocked: {:?}",

@@ -79,7 +79,7 @@ pub(super) fn suspended() -> Vec<ConditionUpdate> {
     let [complete, failed] = not_finished();
     let message = "spec.suspend is true: no batches are handed out and workers are scaled to zero";
     vec![
-        ConditionUpdate::new(ConditionType::Ready, false, Reason::Suspended, message),
+        ConditionUpdate::new(ConditionType::Ready, true, Reason::Suspended, message),
         ConditionUpdate::new(
             ConditionType::Progressing,
             false,
@@ -169,8 +169,14 @@ pub(super) fn finished(
     let message = "The job has finished; its workers are scaled to zero";
     // A job that failed needs a person (fix the records, raise retryFailed).
     let stalled = (failed.status).then(|| (failed.reason, failed.message.clone()));
+    let stalled_any = stalled.is_some();
     let mut updates = vec![
-        ConditionUpdate::new(ConditionType::Ready, false, Reason::Finished, message),
+        ConditionUpdate::new(
+            ConditionType::Ready,
+            !stalled_any,
+            Reason::Finished,
+            message,
+        ),
         ConditionUpdate::new(ConditionType::Progressing, false, Reason::Finished, message),
         complete,
         failed,

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # make alerts-test: the chart's PrometheusRule checked and unit-tested with promtool.
 #
-#  1. helm template with metrics.prometheusRule.enabled=true (release "freight",
-#     namespace "freight-system", the values the unit tests assume);
-#  2. the rule file Prometheus would load is the object's .spec: extracted into a temp dir;
+#  1-2. render-rules.sh: helm template with metrics.prometheusRule.enabled=true (release
+#     "freight", namespace "freight-system", what the unit tests assume); the rule file
+#     Prometheus would load is the object's .spec, written into a temp dir;
 #  3. promtool check rules (syntax, PromQL, templates of the annotations);
 #  4. every alert has summary, description and a runbook_url whose section exists in
 #     docs/runbooks.md, and a unit test that fires and one that stays silent;
@@ -28,13 +28,7 @@ step() { printf '[alerts-test] %s\n' "$*" >&2; }
 render() {
   local out=$1
   shift
-  helm template freight charts/freight --namespace freight-system \
-    --set metrics.prometheusRule.enabled=true "$@" \
-    --show-only templates/prometheusrule.yaml >"$tmp/object.yaml"
-  # The object's .spec (its last top-level key) dedented by two spaces is the rule file.
-  awk 'spec && /^[^ #]/ { exit } spec { print substr($0, 3) } /^spec:$/ { spec = 1 }' \
-    "$tmp/object.yaml" >"$out"
-  grep -q '^groups:' "$out" || { echo "alerts-test: no .spec.groups in the rendered PrometheusRule" >&2; exit 1; }
+  bash charts/freight/tests/render-rules.sh "$@" >"$out"
 }
 
 step "rendering the PrometheusRule (defaults) and checking it with promtool"
