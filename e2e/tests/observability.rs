@@ -157,7 +157,8 @@ fn rules() -> String {
             "--set",
             &format!("metrics.prometheusRule.jobStalledFor={STALLED_FOR}"),
             "--set-string",
-            r#"metrics.prometheusRule.operatorSelector=job="freight",role="operator""#,
+            // `\,`: a comma inside a --set value.
+            r#"metrics.prometheusRule.operatorSelector=job="freight"\,role="operator""#,
         ])
         .output()
         .expect("run render-rules.sh");
