@@ -45,6 +45,17 @@ pub struct LeaseResultLabels {
     pub result: &'static str,
 }
 
+/// Every result of a lease request (each series exists from the start).
+pub const LEASE_RESULTS: [&str; 7] = [
+    "leased",
+    "empty",
+    "paused",
+    "finished",
+    "unauthorized",
+    "unknown_job",
+    "unavailable",
+];
+
 /// Lease requests the coordinator answered, by result.
 pub type LeaseResults = Family<LeaseResultLabels, Counter>;
 
@@ -134,6 +145,9 @@ impl Default for Metrics {
             })
             .set(0);
         }
+        for error in crate::controller::Error::METRIC_LABELS {
+            errors.get_or_create(&ErrorLabels { error }).inc_by(0);
+        }
         let job = JobGauges::default();
         let per_job = registry.sub_registry_with_prefix("job");
         per_job.register("phase", "1 for the job's current phase", job.phase.clone());
@@ -188,6 +202,9 @@ impl Default for Metrics {
             job.condition.clone(),
         );
         let leases = LeaseResults::default();
+        for result in LEASE_RESULTS {
+            leases.get_or_create(&LeaseResultLabels { result }).inc_by(0);
+        }
         registry.register(
             "coordinator_leases",
             "Lease requests the batch coordinator answered, by result",
@@ -486,5 +503,9 @@ mod tests {
         m.set_job(&job(), &recovered, &now);
         m.forget_all_jobs();
         assert!(!m.encode().contains(r#"job="contacts""#));
+        // Error and lease-result series exist from the start, at zero.
+        let text = m.encode();
+        assert!(text.contains(r#"freight_reconcile_errors_total{error="database"} 0"#));
+        assert!(text.contains(r#"freight_coordinator_leases_total{result="unavailable"} 0"#));
     }
 }

@@ -18,9 +18,9 @@ use freight_e2e::{
     CONTACTS_TABLE, Operator, OperatorOptions, TempPostgres, TestNamespace, WriteGate, checksum,
     condition, create_db_secrets, create_url_secret,
     dashboard::{self, PanelQuery},
-    eventually, free_port, insert_contacts, job, kubectl_stdin,
+    eventually, free_port, http_get, insert_contacts, job, kubectl_stdin,
     prometheus::{Prometheus, SCRAPE_SECONDS, TargetSync},
-    repo_root, wait_phase,
+    repo_root, running_processes, wait_phase,
 };
 use serde_json::Value;
 
@@ -376,6 +376,17 @@ async fn dashboard_has_data_and_the_stalled_alert_fires_and_clears_on_a_real_pro
     );
     assert_eq!(phase(&ns.name), "Running", "the job ended during the check");
 
+    // What the operator and a worker expose follows Prometheus' conventions.
+    let worker = running_processes(&ns.name)
+        .into_iter()
+        .find(|p| p.metrics_port != 0)
+        .expect("a worker process with a metrics port");
+    for (what, port) in [("operator", op.port), ("worker", worker.metrics_port)] {
+        let text = http_get(port, "/metrics").unwrap_or_default();
+        assert!(text.contains("freight_"), "no metrics from the {what}");
+        promtool_check_metrics(what, &text);
+    }
+
     // Every rule of the chart evaluates on this Prometheus.
     let broken: Vec<_> = prom
         .rule_health()
@@ -454,4 +465,28 @@ async fn dashboard_has_data_and_the_stalled_alert_fires_and_clears_on_a_real_pro
     );
     ns.delete().await;
     op.stop();
+}
+
+/// `promtool check metrics` on an exposition, failing on any problem it reports.
+fn promtool_check_metrics(what: &str, text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool on PATH (e2e/cluster/env.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics of the {what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

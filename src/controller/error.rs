@@ -49,6 +49,22 @@ impl From<kube::Error> for Error {
 }
 
 impl Error {
+    /// Every value of [`metric_label`](Self::metric_label), so that each
+    /// series exists (at 0) from the start.
+    pub const METRIC_LABELS: [&'static str; 11] = [
+        "conflict",
+        "forbidden",
+        "api_server",
+        "api_request",
+        "api_connection",
+        "finalizer",
+        "not_leader",
+        "database",
+        "invalid_object",
+        "caches_not_ready",
+        "planning_interrupted",
+    ];
+
     /// Low-cardinality label for the `errors` metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
