@@ -203,7 +203,9 @@ impl Default for Metrics {
         );
         let leases = LeaseResults::default();
         for result in LEASE_RESULTS {
-            leases.get_or_create(&LeaseResultLabels { result }).inc_by(0);
+            leases
+                .get_or_create(&LeaseResultLabels { result })
+                .inc_by(0);
         }
         registry.register(
             "coordinator_leases",
