@@ -6,6 +6,7 @@
 mod catalog;
 mod connect;
 mod copy;
+mod copy_sql;
 mod error;
 pub mod ledger;
 mod resolve;

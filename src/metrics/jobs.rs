@@ -1,68 +1,41 @@
-//! Prometheus metrics of the operator.
+//! Per-job gauges (`freight_job_*`), labelled with the job's namespace and
+//! name: set from the status `decide` computed, removed with the job.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
-
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{family::Family, gauge::Gauge},
     registry::Registry,
 };
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
+use super::Metrics;
 use crate::api::{ConditionType, MigrationJob, MigrationJobStatus, Phase};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JobLabels {
+pub(super) struct JobLabels {
     namespace: String,
     job: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JobPhaseLabels {
+pub(super) struct JobPhaseLabels {
     namespace: String,
     job: String,
     phase: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JobConditionLabels {
+pub(super) struct JobConditionLabels {
     namespace: String,
     job: String,
     condition: &'static str,
     reason: String,
 }
 
-/// Labels of `freight_coordinator_leases_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LeaseResultLabels {
-    /// What a lease request got: leased, empty, paused, finished,
-    /// unauthorized, unknown_job or unavailable.
-    pub result: &'static str,
-}
-
-/// Every result of a lease request (each series exists from the start).
-pub const LEASE_RESULTS: [&str; 7] = [
-    "leased",
-    "empty",
-    "paused",
-    "finished",
-    "unauthorized",
-    "unknown_job",
-    "unavailable",
-];
-
-/// Lease requests the coordinator answered, by result.
-pub type LeaseResults = Family<LeaseResultLabels, Counter>;
-
 /// Per-job gauges, labelled with the job's namespace and name (bounded by the
 /// number of jobs; nothing per batch or per key).
 #[derive(Default)]
-struct JobGauges {
+pub(super) struct JobGauges {
     phase: Family<JobPhaseLabels, Gauge>,
     planned: Family<JobLabels, Gauge>,
     processed: Family<JobLabels, Gauge>,
@@ -76,207 +49,64 @@ struct JobGauges {
     condition: Family<JobConditionLabels, Gauge>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ErrorLabels {
-    error: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PhaseLabels {
-    phase: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WriteLabels {
-    resource: &'static str,
-    verb: &'static str,
-}
-
-/// The operator's metrics, registered under the `freight` prefix.
-pub struct Metrics {
-    registry: Registry,
-    reconciles: Counter,
-    errors: Family<ErrorLabels, Counter>,
-    duration: Histogram,
-    jobs: Family<PhaseLabels, Gauge>,
-    writes: Family<WriteLabels, Counter>,
-    leader: Gauge,
-    phases: Mutex<HashMap<(String, String), Phase>>,
-    job: JobGauges,
-    /// Condition label sets last set per job (to remove them when they change).
-    conditions: Mutex<HashMap<(String, String), Vec<JobConditionLabels>>>,
-    leases: LeaseResults,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("freight");
-        let reconciles = Counter::default();
-        let errors = Family::<ErrorLabels, Counter>::default();
-        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
-        let jobs = Family::<PhaseLabels, Gauge>::default();
-        let writes = Family::<WriteLabels, Counter>::default();
-        let leader = Gauge::default();
-        registry.register("reconciles", "Reconciles started", reconciles.clone());
-        registry.register(
-            "reconcile_errors",
-            "Reconciles that failed, by error kind",
-            errors.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of reconciles",
-            duration.clone(),
-        );
-        registry.register("jobs", "MigrationJobs by phase", jobs.clone());
-        registry.register(
-            "api_writes",
-            "Writes the operator sent to the Kubernetes API, by resource and verb",
-            writes.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease",
-            leader.clone(),
-        );
-        for phase in Phase::ALL {
-            jobs.get_or_create(&PhaseLabels {
-                phase: phase.as_str(),
-            })
-            .set(0);
-        }
-        for error in crate::controller::Error::METRIC_LABELS {
-            errors.get_or_create(&ErrorLabels { error }).inc_by(0);
-        }
-        let job = JobGauges::default();
-        let per_job = registry.sub_registry_with_prefix("job");
-        per_job.register("phase", "1 for the job's current phase", job.phase.clone());
+impl JobGauges {
+    /// Registers the gauges under `per_job` (prefix `freight_job`).
+    pub(super) fn register(&self, per_job: &mut Registry) {
+        per_job.register("phase", "1 for the job's current phase", self.phase.clone());
         per_job.register(
             "records_planned",
             "Records in the job's plan (so far, while planning)",
-            job.planned.clone(),
+            self.planned.clone(),
         );
         per_job.register(
             "records_processed",
             "Records written to the target",
-            job.processed.clone(),
+            self.processed.clone(),
         );
         per_job.register(
             "records_failed",
             "Records the target rejected (not yet retried)",
-            job.failed.clone(),
+            self.failed.clone(),
         );
         per_job.register(
             "failed_record_ratio_limit",
             "spec.failurePolicy.maxFailedRecordRatio: over it the job fails",
-            job.ratio_limit.clone(),
+            self.ratio_limit.clone(),
         );
         per_job.register(
             "backlog_batches",
             "Batches not finished (pending and in flight)",
-            job.backlog.clone(),
+            self.backlog.clone(),
         );
         per_job.register(
             "records_per_second",
             "Records written per second, recently",
-            job.rate.clone(),
+            self.rate.clone(),
         );
         per_job.register(
             "eta_seconds",
             "Estimated seconds to completion at the recent rate",
-            job.eta.clone(),
+            self.eta.clone(),
         );
         per_job.register(
             "workers_desired",
             "Worker pods wanted",
-            job.workers_desired.clone(),
+            self.workers_desired.clone(),
         );
         per_job.register(
             "workers_ready",
             "Worker pods ready",
-            job.workers_ready.clone(),
+            self.workers_ready.clone(),
         );
         per_job.register(
             "condition",
             "1 while the condition is True, with its reason",
-            job.condition.clone(),
+            self.condition.clone(),
         );
-        let leases = LeaseResults::default();
-        for result in LEASE_RESULTS {
-            leases
-                .get_or_create(&LeaseResultLabels { result })
-                .inc_by(0);
-        }
-        registry.register(
-            "coordinator_leases",
-            "Lease requests the batch coordinator answered, by result",
-            leases.clone(),
-        );
-        Self {
-            registry,
-            reconciles,
-            errors,
-            duration,
-            jobs,
-            writes,
-            leader,
-            phases: Mutex::default(),
-            job,
-            conditions: Mutex::default(),
-            leases,
-        }
     }
 }
 
 impl Metrics {
-    /// Counts a reconcile and returns a guard that records its duration when dropped.
-    pub fn reconcile_started(&self) -> ReconcileTimer<'_> {
-        self.reconciles.inc();
-        ReconcileTimer {
-            histogram: &self.duration,
-            start: Instant::now(),
-        }
-    }
-
-    /// Counts a failed reconcile.
-    pub fn reconcile_failed(&self, error: &'static str) {
-        self.errors.get_or_create(&ErrorLabels { error }).inc();
-    }
-
-    /// Counts a write to the API.
-    pub fn write(&self, resource: &'static str, verb: &'static str) {
-        self.writes
-            .get_or_create(&WriteLabels { resource, verb })
-            .inc();
-    }
-
-    /// Records the leader state.
-    pub fn set_leader(&self, leader: bool) {
-        self.leader.set(i64::from(leader));
-    }
-
-    /// Records the phase of a job (`None` once it is gone) and updates the
-    /// jobs-by-phase gauge.
-    pub fn set_phase(&self, namespace: &str, name: &str, phase: Option<Phase>) {
-        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (namespace.to_owned(), name.to_owned());
-        match phase {
-            Some(p) => phases.insert(key, p),
-            None => phases.remove(&key),
-        };
-        for p in Phase::ALL {
-            let n = phases.values().filter(|v| **v == p).count();
-            self.jobs
-                .get_or_create(&PhaseLabels { phase: p.as_str() })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-    }
-
-    /// The coordinator's lease counter (registered here, counted there).
-    pub fn lease_results(&self) -> LeaseResults {
-        self.leases.clone()
-    }
-
     /// Records a job's figures from its status as just decided, at `now`.
     pub fn set_job(&self, job: &MigrationJob, status: &MigrationJobStatus, now: &Time) {
         let namespace = job.metadata.namespace.clone().unwrap_or_default();
@@ -413,34 +243,12 @@ impl Metrics {
             g.condition.remove(&labels);
         }
     }
-
-    /// The metrics in the Prometheus text format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
 }
-
-/// Records a reconcile's duration when dropped.
-pub struct ReconcileTimer<'a> {
-    histogram: &'a Histogram,
-    start: Instant,
-}
-
-impl Drop for ReconcileTimer<'_> {
-    fn drop(&mut self) {
-        self.histogram.observe(self.start.elapsed().as_secs_f64());
-    }
-}
-
-/// Shared handle to the metrics.
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::MigrationJobStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn job() -> MigrationJob {
