@@ -1,64 +1,21 @@
 //! Status and conditions computed from observations, as plain data.
 
 mod common;
+#[path = "common/status_fixtures.rs"]
+mod fixtures;
 
 use common::job;
+use fixtures::*;
 use freight::{
     api::Phase,
     controller::{
         config::ConfigProblem,
         status::{
-            FleetObservation, Observation, Progress, desired_status, only_counters_differ,
-            phase_change,
+            FleetObservation, Observation, desired_status, only_counters_differ, phase_change,
         },
     },
 };
-use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
-
-fn at(secs: i64) -> Time {
-    Time(Timestamp::from_second(secs).unwrap())
-}
-
-/// A job with `done` of 10 batches of 100 records finished, `failed` of
-/// their records rejected.
-fn progress(done: u64, failed: u64) -> Progress {
-    Progress {
-        total_records: 1000,
-        pending_batches: 10 - done,
-        done_batches: done,
-        failed_batches: u64::from(failed > 0),
-        processed_records: done * 100 - failed,
-        failed_records: failed,
-        recent_records: 300,
-        window_seconds: 10,
-        elapsed_seconds: 20.0,
-        ..Progress::default()
-    }
-}
-
-fn active(fleet: FleetObservation, progress: Progress) -> Observation {
-    Observation::Active { fleet, progress }
-}
-
-fn fleet(desired: i32, ready: i32) -> Observation {
-    active(
-        FleetObservation {
-            desired,
-            ready,
-            stalled: None,
-        },
-        progress(4, 0),
-    )
-}
-
-fn cond<'a>(
-    s: &'a freight::api::MigrationJobStatus,
-    t: &str,
-) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    s.conditions.iter().find(|c| c.type_ == t).unwrap()
-}
 
 #[test]
 fn every_condition_type_is_reported_with_the_generation() {
@@ -386,107 +343,4 @@ fn a_batch_handed_out_too_often_degrades_the_job_and_names_it() {
             .message
             .contains("maxAttemptsPerBatch is 3")
     );
-}
-
-/// The kstatus pair every phase reports: (Reconciling, Stalled).
-#[test]
-fn reconciling_and_stalled_follow_the_kstatus_conventions() {
-    let job = job(true);
-    let pair = |s: &freight::api::MigrationJobStatus| {
-        (
-            cond(s, "Reconciling").status.clone(),
-            cond(s, "Stalled").status.clone(),
-        )
-    };
-    let t = |a: &str, b: &str| (a.to_owned(), b.to_owned());
-    let blocked = desired_status(
-        &job,
-        &Observation::Blocked(ConfigProblem {
-            reason: freight::api::Reason::TargetTableNotFound,
-            message: "spec.target.postgres.table: no such table".into(),
-        }),
-        at(10),
-    );
-    assert_eq!(pair(&blocked), t("False", "True"));
-    assert_eq!(cond(&blocked, "Stalled").reason, "TargetTableNotFound");
-    assert!(cond(&blocked, "Stalled").message.contains("spec.target"));
-    let planning = desired_status(
-        &job,
-        &Observation::Planning {
-            records: 1,
-            batches: 0,
-        },
-        at(10),
-    );
-    assert_eq!(pair(&planning), t("True", "False"));
-    assert_eq!(
-        pair(&desired_status(&job, &fleet(1, 1), at(10))),
-        t("True", "False")
-    );
-    let done = desired_status(
-        &job,
-        &active(FleetObservation::default(), progress(10, 0)),
-        at(10),
-    );
-    assert_eq!(done.phase, Phase::Succeeded);
-    assert_eq!(pair(&done), t("False", "False"));
-    let with_errors = desired_status(
-        &job,
-        &active(FleetObservation::default(), progress(10, 7)),
-        at(10),
-    );
-    assert_eq!(with_errors.phase, Phase::CompletedWithErrors);
-    assert_eq!(pair(&with_errors), t("False", "False"));
-    let failed = desired_status(
-        &job,
-        &active(FleetObservation::default(), progress(3, 20)),
-        at(10),
-    );
-    assert_eq!(failed.phase, Phase::Failed);
-    assert_eq!(pair(&failed), t("False", "True"));
-    assert_eq!(cond(&failed, "Stalled").reason, "FailureBudgetExceeded");
-    let mut suspended_job = job.clone();
-    suspended_job.spec.suspend = true;
-    let suspended = desired_status(&suspended_job, &fleet(0, 0), at(10));
-    assert_eq!(suspended.phase, Phase::Suspended);
-    assert_eq!(pair(&suspended), t("False", "False"));
-    // kstatus falls back to Ready: a job that is done (or parked on purpose)
-    // must not read as still in progress; a failed one is Stalled anyway.
-    for (s, ready) in [
-        (&done, "True"),
-        (&with_errors, "True"),
-        (&suspended, "True"),
-        (&failed, "False"),
-        (&blocked, "False"),
-    ] {
-        assert_eq!(cond(s, "Ready").status, ready, "{:?}", s.phase);
-    }
-}
-
-#[test]
-fn estimated_completion_follows_the_recent_rate_and_goes_when_finished() {
-    let job = job(true);
-    // 400 of 1000 handled, 300 in the last 10 s: 600 left at 30/s = 20 s.
-    let running = desired_status(&job, &fleet(1, 1), at(1_000_003));
-    let eta = running
-        .estimated_completion_time
-        .expect("an ETA while running");
-    assert_eq!(
-        eta.0.as_second(),
-        1_000_030,
-        "now + 20 s, rounded up to 10 s"
-    );
-    let mut still = progress(4, 0);
-    still.recent_records = 0;
-    let stalled = desired_status(&job, &active(FleetObservation::default(), still), at(10));
-    assert_eq!(
-        stalled.estimated_completion_time, None,
-        "unknown without a rate"
-    );
-    let done = desired_status(
-        &job,
-        &active(FleetObservation::default(), progress(10, 0)),
-        at(10),
-    );
-    assert_eq!(done.estimated_completion_time, None);
 }
