@@ -61,15 +61,7 @@ fn worker_env_references_secrets_and_never_holds_values() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let pod = c
-        .active()
-        .deployment
-        .spec
-        .clone()
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    let pod = pod_of(&c);
     let env = pod.containers[0].env.clone().unwrap();
     let by_name = |n: &str| env.iter().find(|e| e.name == n).unwrap().clone();
     let source = by_name("FREIGHT_SOURCE_URL")
@@ -175,15 +167,7 @@ fn workers_get_the_coordinator_and_their_tables_but_no_secret_values() {
     let job = job(true);
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let pod = c
-        .active()
-        .deployment
-        .spec
-        .clone()
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    let pod = pod_of(&c);
     let env = pod.containers[0].env.clone().unwrap();
     let value = |name: &str| {
         env.iter()
@@ -219,14 +203,20 @@ fn default_image_is_the_operators_own() {
     job.spec.workers.image = None;
     let owner = job.controller_owner_ref(&()).unwrap();
     let c = desired_children(&job, &owner, &settings(), TOKEN, true);
-    let pod = c
-        .active()
+    let pod = pod_of(&c);
+    assert_eq!(pod.containers[0].image.as_deref(), Some("freight:test"));
+}
+
+/// The pod template of the active fleet.
+fn pod_of(
+    c: &freight::controller::children::DesiredChildren,
+) -> k8s_openapi::api::core::v1::PodSpec {
+    c.active()
         .deployment
         .spec
         .clone()
         .unwrap()
         .template
         .spec
-        .unwrap();
-    assert_eq!(pod.containers[0].image.as_deref(), Some("freight:test"));
+        .unwrap()
 }
