@@ -22,7 +22,7 @@ use super::{
     apply::{apply_child, delete_child},
     context::{Context, Side},
     data_plane,
-    decide::{ChildWrite, CoordinatorChange, DecideSettings, Plan, blocked_by},
+    decide::{ChildWrite, CoordinatorChange, DATABASE_RECHECK, DecideSettings, Plan, blocked_by},
     error::{Error, Halt, Result},
     labels::FIELD_MANAGER,
     observe::{Snapshot, remember_secret},
@@ -88,8 +88,12 @@ pub async fn act(
     if let (Some(round), Some(urls)) = (plan.schedule_retry, &snapshot.urls) {
         match data_plane::schedule_retry(job, urls, round).await {
             Ok(()) => {}
-            // Seen as a database problem on the next look.
-            Err(Halt::Blocked(_)) => {}
+            // The target refuses the retry (a privilege, say): say so and
+            // look again later, never in a tight loop.
+            Err(Halt::Blocked(problem)) => {
+                tracing::warn!(job = %key.name, reason = %problem.reason, message = %problem.message, "cannot schedule the retry");
+                return Ok(Action::requeue(DATABASE_RECHECK));
+            }
             Err(Halt::Retry(e)) => return Err(e),
         }
     }
