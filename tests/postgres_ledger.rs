@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use contacts::{CHECKSUM, JOB, TABLE, contacts, contacts_spec, setup};
+use contacts::{CHECKSUM, JOB, TABLE, contacts, contacts_spec, copy_lease, setup};
 use freight::postgres::{
     Rows, connect, copy_range,
     ledger::{self, Lease},
@@ -31,24 +31,7 @@ async fn work(pg_source: String, pg_target: String, owner: String) -> Vec<i64> {
     prepare_staging(&target, &spec).await.unwrap();
     let mut mine = Vec::new();
     while let Some(lease) = ledger::lease(&target, JOB, &owner, 30.0, "").await.unwrap() {
-        let tx = target.transaction().await.unwrap();
-        let copied = copy_range(
-            &source,
-            &tx,
-            &spec,
-            Rows::Range {
-                lower: lease.lower.as_deref(),
-                upper: lease.upper.as_deref(),
-            },
-        )
-        .await
-        .unwrap();
-        assert!(
-            ledger::complete(&tx, JOB, &lease, copied.written, &copied.failed)
-                .await
-                .unwrap()
-        );
-        tx.commit().await.unwrap();
+        copy_lease(&source, &mut target, &spec, &lease).await;
         mine.push(lease.batch_id);
     }
     mine

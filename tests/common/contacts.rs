@@ -78,11 +78,22 @@ pub async fn copy_and_complete(pg: &TempPostgres, lease: &Lease) {
     let mut target = connect(&pg.url("target")).await.unwrap();
     let spec = contacts_spec(&source).await;
     prepare_staging(&target, &spec).await.unwrap();
+    copy_lease(&source, &mut target, &spec, lease).await;
+}
+
+/// Copies the lease's range and records the result in the same target
+/// transaction, on connections the caller keeps.
+pub async fn copy_lease(
+    source: &tokio_postgres::Client,
+    target: &mut tokio_postgres::Client,
+    spec: &CopySpec,
+    lease: &Lease,
+) {
     let tx = target.transaction().await.unwrap();
     let copied = copy_range(
-        &source,
+        source,
         &tx,
-        &spec,
+        spec,
         Rows::Range {
             lower: lease.lower.as_deref(),
             upper: lease.upper.as_deref(),
