@@ -120,16 +120,6 @@ impl From<ConfigProblem> for Halt {
     }
 }
 
-/// Splits a step's result: `Ok(Ok(v))` went through, `Ok(Err(problem))` is
-/// blocked on a problem, `Err(e)` is an error to retry.
-pub fn split<T>(step: Step<T>) -> Result<std::result::Result<T, ConfigProblem>> {
-    match step {
-        Ok(v) => Ok(Ok(v)),
-        Err(Halt::Blocked(p)) => Ok(Err(p)),
-        Err(Halt::Retry(e)) => Err(e),
-    }
-}
-
 /// The API status code of a failed request, if the server answered.
 pub fn api_status_code(e: &kube::Error) -> Option<u16> {
     match e {

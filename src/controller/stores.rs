@@ -13,7 +13,7 @@ use kube::{
     Resource, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, Store},
         watcher,
     },
 };
@@ -204,12 +204,6 @@ where
         };
         ready(out)
     })
-}
-
-/// The job a cached object belongs to, by its job label.
-pub fn job_of<K: Resource>(obj: &K) -> Option<ObjectRef<crate::api::MigrationJob>> {
-    let name = obj.labels().get(JOB_LABEL)?;
-    Some(ObjectRef::new(name).within(&obj.namespace()?))
 }
 
 #[cfg(test)]
